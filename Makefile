@@ -1,0 +1,50 @@
+# call-enricher developer commands. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+BIN       := $(VENV)/bin
+PY        := $(BIN)/python
+STAMP     := $(VENV)/.installed
+SAM_VENV  := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+PIP_FLAGS := --disable-pip-version-check --quiet --no-input
+export AWS_DEFAULT_REGION ?= eu-west-1
+
+.PHONY: help setup test lint typecheck pytest demo bench clean
+
+help: ## list the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv with Python 3.13 and install the project + dev tools (idempotent)
+
+$(STAMP): pyproject.toml layers/core/requirements.txt requirements-dev.txt scripts/find-python313
+	@py313="$$(scripts/find-python313)"; \
+	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))'; then \
+	  echo "creating $(VENV) with $$py313"; rm -rf $(VENV); "$$py313" -m venv $(VENV); \
+	fi
+	$(BIN)/pip install $(PIP_FLAGS) -e . -r requirements-dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	@touch $@
+
+test: setup ## lint, type-check and run the whole test suite
+	$(MAKE) --no-print-directory lint typecheck pytest
+
+lint: setup ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup ## mypy (strict on the library)
+	$(BIN)/mypy layers/core/call_enricher tools/call_enricher_tools
+
+pytest: setup ## run pytest (pass ARGS=... for extra options)
+	$(BIN)/pytest $(ARGS)
+
+demo: setup ## run the pipeline on the sample records, offline
+	$(BIN)/call-enricher demo
+
+bench: setup ## run the benchmarks and print a table of figures
+	$(PY) -m bench
+
+clean: ## remove venvs, build output and caches
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis
