@@ -57,20 +57,18 @@ class CallEnricherError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description for events, logs and error bodies."""
-        out: dict[str, Any] = {
+        optional = {
+            "httpStatus": self.http_status,
+            "sinchErrorCode": self.sinch_error_code,
+            "sinchReference": self.sinch_reference,
+            "details": self.details,
+        }
+        return {
             "reason": self.reason,
             "errorClass": self.error_class.value,
             "message": self.message,
+            **{key: value for key, value in optional.items() if value is not None},
         }
-        for key, value in (
-            ("httpStatus", self.http_status),
-            ("sinchErrorCode", self.sinch_error_code),
-            ("sinchReference", self.sinch_reference),
-            ("details", self.details),
-        ):
-            if value is not None:
-                out[key] = value
-        return out
 
 
 # --- transient ---------------------------------------------------------------------------
