@@ -319,7 +319,6 @@ class SinchClient:
         session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
         session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         session.auth = _NoNetrcAuth()
-        session.max_redirects = 0
         return session
 
     @property
@@ -444,7 +443,7 @@ class SinchClient:
                 call_id,
                 attempt,
                 error.reason,
-                error.http_status,
+                error.http_status or "-",
                 delay,
                 extra={"call_id": call_id, "attempt": attempt, "reason": error.reason},
             )
