@@ -1,0 +1,177 @@
+"""AWS clients: created lazily, cached per process, safe to share between threads.
+
+Only the adapter modules (:mod:`call_enricher.storage`, :mod:`call_enricher.publishing`,
+the queue and secrets adapters) use this module; everything else stays free of boto3.
+
+* :func:`client` returns one botocore client per service name, created on first use (so a
+  handler that never touches EventBridge never pays for building its client) under a lock,
+  from a private :class:`boto3.session.Session` (the default session is not thread-safe to
+  create clients from). botocore clients themselves are thread-safe, so the queue handler's
+  worker threads share them.
+* One :class:`botocore.config.Config` for every client (:func:`client_config`): botocore's
+  ``standard`` retry mode (throttling, 5xx and connection errors retried with jittered
+  exponential backoff), short connect/read timeouts so a stuck call fails well within the
+  Lambda deadline, and a connection pool large enough for the worker thread pool
+  (``WORKER_THREADS`` + :data:`POOL_MARGIN`) so threads never queue for a connection.
+* Endpoints and region come from the standard environment (``AWS_REGION``,
+  ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``), which boto3 honours natively: that
+  is how the local stack points the same code at a moto server.
+
+:func:`translate_error` turns a boto3/botocore exception into the domain taxonomy of
+:mod:`call_enricher.errors` (see its docstring for the policy).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ParamValidationError,
+)
+
+from call_enricher.errors import AwsUnavailableError, CallEnricherError, PermanentError
+
+__all__ = [
+    "CONNECT_TIMEOUT_SECONDS",
+    "MAX_ATTEMPTS",
+    "POOL_MARGIN",
+    "READ_TIMEOUT_SECONDS",
+    "THROTTLING_ERROR_CODES",
+    "client",
+    "client_config",
+    "error_code",
+    "reset_clients",
+    "translate_error",
+]
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+"""TCP connect timeout for AWS endpoints (in-region endpoints connect in milliseconds)."""
+
+READ_TIMEOUT_SECONDS = 5.0
+"""Socket read timeout: DynamoDB/EventBridge/SQS answer in milliseconds when healthy."""
+
+MAX_ATTEMPTS = 3
+"""Total attempts per API call in botocore's standard retry mode (first try included)."""
+
+POOL_MARGIN = 4
+"""Connections kept beyond the worker threads (the handler's own calls, re-check sends)."""
+
+THROTTLING_ERROR_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
+    }
+)
+"""AWS error codes that mean "slow down and retry"."""
+
+_PERMANENT_ERROR_CODES = frozenset({"ValidationException", "SerializationException"})
+"""Codes that describe *this request* as invalid: resending the same request cannot help."""
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+_session: Any = None
+_config: Config | None = None
+
+
+def client_config(worker_threads: int | None = None) -> Config:
+    """The botocore configuration shared by every client.
+
+    ``worker_threads`` defaults to ``WORKER_THREADS`` from :mod:`call_enricher.settings`.
+    """
+    if worker_threads is None:
+        from call_enricher.settings import get_settings
+
+        worker_threads = get_settings().worker_threads
+    return Config(
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        max_pool_connections=worker_threads + POOL_MARGIN,
+        tcp_keepalive=True,
+    )
+
+
+def client(service: str) -> Any:
+    """The process-wide client for ``service`` (``"dynamodb"``, ``"events"``, ...).
+
+    Created on first use and cached; concurrent first calls create it once.
+    """
+    cached = _clients.get(service)
+    if cached is not None:
+        return cached
+    with _lock:
+        cached = _clients.get(service)
+        if cached is None:
+            global _session, _config
+            if _session is None:
+                import boto3.session
+
+                _session = boto3.session.Session()
+            if _config is None:
+                _config = client_config()
+            cached = _session.client(service, config=_config)
+            _clients[service] = cached
+        return cached
+
+
+def reset_clients() -> None:
+    """Forget the cached session, configuration and clients (tests; changed environment)."""
+    global _session, _config
+    with _lock:
+        _clients.clear()
+        _session = None
+        _config = None
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a :class:`ClientError` (else the exception's class name)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "Unknown")
+    return type(exc).__name__
+
+
+def translate_error(exc: Exception, operation: str) -> CallEnricherError:
+    """Classify a boto3/botocore failure of ``operation`` (e.g. ``"DynamoDB UpdateItem"``).
+
+    Policy:
+
+    * throttling codes, HTTP 5xx, and every connection / timeout error of botocore ->
+      :class:`AwsUnavailableError` (transient: the message is retried);
+    * ``ValidationException`` / ``SerializationException`` (the request itself is invalid,
+      e.g. an item over DynamoDB's 400 KB) and botocore's client-side parameter validation ->
+      :class:`PermanentError`: the same request can never succeed;
+    * anything else (``AccessDeniedException``, ``ResourceNotFoundException``, expired or
+      missing credentials, unknown codes) -> :class:`AwsUnavailableError`. These are
+      deployment faults, not faults of the record: failing transiently sends the message
+      to the DLQ after ``maxReceiveCount``, from where it can be redriven once the
+      deployment is fixed, instead of being discarded as permanently failed.
+
+    The message carries the operation, the error code and AWS's short message (which
+    never echoes item values), capped in length.
+    """
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        aws_message = str(exc.response.get("Error", {}).get("Message") or "")[:200]
+        text = f"{operation} failed: {code}" + (f" ({aws_message})" if aws_message else "")
+        if code in THROTTLING_ERROR_CODES or (isinstance(status, int) and status >= 500):
+            return AwsUnavailableError(text, http_status=status)
+        if code in _PERMANENT_ERROR_CODES:
+            return PermanentError(text, http_status=status)
+        return AwsUnavailableError(text, http_status=status)
+    if isinstance(exc, ParamValidationError):
+        return PermanentError(f"{operation} failed: invalid request parameters")
+    if isinstance(exc, BotoCoreError):
+        return AwsUnavailableError(f"{operation} failed: {type(exc).__name__}")
+    return AwsUnavailableError(f"{operation} failed: {type(exc).__name__}")
