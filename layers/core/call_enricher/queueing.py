@@ -1,0 +1,112 @@
+"""The enrichment queue (SQS): sending requests, one at a time or in batches of 10.
+
+Used by the queue handler (delayed re-checks of ONGOING calls), the HTTP API (``POST /calls``)
+and the callback receiver. A request is reported sent only once SQS confirmed it: failed
+batch entries are retried with full-jitter backoff, and what still fails is returned to the
+caller per entry, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from call_enricher.errors import AwsUnavailableError, CallEnricherError
+from call_enricher.messages import EnrichmentRequest
+
+SQS_BATCH_LIMIT = 10
+_RETRYABLE_ENTRY_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "ThrottlingException", "RequestThrottled"}
+)
+
+
+class EnrichmentQueue:
+    def __init__(
+        self,
+        queue_url: str,
+        *,
+        client: Any = None,
+        max_attempts: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if not queue_url:
+            from call_enricher.errors import ConfigurationError
+
+            raise ConfigurationError("ENRICHMENT_QUEUE_URL is not set")
+        self.queue_url = queue_url
+        self._client = client
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+        self._jitter = jitter
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from call_enricher import aws
+
+            self._client = aws.client("sqs")
+        return self._client
+
+    def send(self, request: EnrichmentRequest, *, delay_seconds: int = 0) -> None:
+        """Send one request (optionally delayed, at most 900 s). Raises AwsUnavailableError."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.send_message(
+                QueueUrl=self.queue_url,
+                MessageBody=request.to_body(),
+                DelaySeconds=max(0, min(900, int(delay_seconds))),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsUnavailableError(f"SQS SendMessage failed: {_describe(exc)}") from None
+
+    def send_many(self, requests: Sequence[EnrichmentRequest]) -> list[CallEnricherError | None]:
+        """Send requests in batches of 10; per request ``None`` (confirmed) or the error."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        results: list[CallEnricherError | None] = [None] * len(requests)
+        for start in range(0, len(requests), SQS_BATCH_LIMIT):
+            pending = {str(i): i for i in range(start, min(start + SQS_BATCH_LIMIT, len(requests)))}
+            last_error: dict[str, CallEnricherError] = {}
+            for attempt in range(self._max_attempts):
+                if attempt:
+                    self._sleep(self._jitter() * min(2.0, 0.1 * 2**attempt))
+                entries = [
+                    {"Id": entry_id, "MessageBody": requests[index].to_body()}
+                    for entry_id, index in pending.items()
+                ]
+                try:
+                    response = self.client.send_message_batch(
+                        QueueUrl=self.queue_url, Entries=entries
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    error = AwsUnavailableError(f"SQS SendMessageBatch failed: {_describe(exc)}")
+                    last_error = dict.fromkeys(pending, error)
+                    continue
+                for ok in response.get("Successful", []):
+                    pending.pop(ok["Id"], None)
+                    last_error.pop(ok["Id"], None)
+                for failed in response.get("Failed", []):
+                    entry_id = failed["Id"]
+                    code = failed.get("Code", "Unknown")
+                    error = AwsUnavailableError(f"SQS rejected the message: {code}")
+                    last_error[entry_id] = error
+                    if failed.get("SenderFault") and code not in _RETRYABLE_ENTRY_CODES:
+                        results[pending.pop(entry_id)] = error  # retrying cannot help
+                # whatever is still pending (retryable failures, or entries SQS did not
+                # mention at all) is sent again: only confirmed entries count as sent
+                if not pending:
+                    break
+            for entry_id, index in pending.items():
+                results[index] = last_error.get(entry_id) or AwsUnavailableError("SQS send failed")
+        return results
+
+
+def _describe(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", type(exc).__name__))
+    return type(exc).__name__

@@ -1,0 +1,72 @@
+"""Sinch credentials from AWS Secrets Manager, cached with a max age.
+
+The secret is a JSON object ``{"applicationKey": "...", "applicationSecret": "..."}``.
+Powertools Parameters caches it for ``SINCH_SECRET_MAX_AGE_SECONDS``; a rotated secret is
+therefore picked up without a redeploy, and the Sinch client calls the provider with
+``force_refresh=True`` once when Sinch answers 401 (the key was rotated under us).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from call_enricher.errors import AwsUnavailableError, ConfigurationError
+from call_enricher.sinch.auth import SinchCredentials
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+
+class SecretsManagerCredentials:
+    """A thread-safe ``callable(force_refresh) -> SinchCredentials`` backed by Secrets Manager."""
+
+    def __init__(self, secret_id: str, *, max_age_seconds: int = 300, client: Any = None) -> None:
+        if not secret_id:
+            raise ConfigurationError("SINCH_SECRET_ID is not set")
+        self._secret_id = secret_id
+        self._max_age = max_age_seconds
+        self._client = client
+        self._provider: SecretsProvider | None = None
+        self._lock = threading.Lock()
+
+    def _get_provider(self) -> SecretsProvider:
+        if self._provider is None:
+            from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+            from call_enricher import aws
+
+            self._provider = SecretsProvider(
+                boto3_client=self._client or aws.client("secretsmanager")
+            )
+        return self._provider
+
+    def __call__(self, force_refresh: bool = False) -> SinchCredentials:
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+        with self._lock:  # one fetch at a time; worker threads share the cached value
+            try:
+                value = self._get_provider().get(
+                    self._secret_id,
+                    transform="json",
+                    max_age=self._max_age,
+                    force_fetch=force_refresh,
+                )
+            except GetParameterError as exc:
+                raise AwsUnavailableError(
+                    f"could not read the Sinch secret {self._secret_id!r}: {type(exc).__name__}"
+                ) from None
+        return credentials_from_secret(value, self._secret_id)
+
+
+def credentials_from_secret(value: object, secret_id: str = "the Sinch secret") -> SinchCredentials:  # noqa: S107
+    """Validate the secret's JSON shape (never echoing its content)."""
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{secret_id!r} must be a JSON object")
+    key = value.get("applicationKey")
+    secret = value.get("applicationSecret")
+    if not isinstance(key, str) or not key or not isinstance(secret, str) or not secret:
+        raise ConfigurationError(
+            f"{secret_id!r} must have non-empty string fields applicationKey and applicationSecret"
+        )
+    return SinchCredentials(application_key=key, application_secret=secret)

@@ -1,0 +1,85 @@
+"""The enrichment queue's message contract: JSON object or bare call ID; anything else permanent."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from call_enricher.errors import InvalidCallIdError, MalformedMessageError
+from call_enricher.messages import EnrichmentRequest, parse_message_body
+
+CALL_ID = "4398599d1ba84ef3bde0a82dfb61abed"
+
+
+def test_bare_call_id():
+    # Given a simple producer's plain-text body / When parsed
+    request = parse_message_body(f" {CALL_ID}\n")
+    # Then it is a request for that call with no region or context
+    assert request == EnrichmentRequest(call_id=CALL_ID)
+    assert request.entry_path == "queue"
+
+
+def test_json_object_with_region_and_context():
+    body = json.dumps({"callId": CALL_ID, "region": "euc1", "context": {"crmId": 42}})
+    request = parse_message_body(body)
+    assert (request.call_id, request.region, request.context) == (CALL_ID, "euc1", {"crmId": 42})
+
+
+def test_callback_spelling_and_unknown_keys_are_accepted():
+    request = parse_message_body(json.dumps({"callid": CALL_ID, "future": "field"}))
+    assert request.call_id == CALL_ID
+
+
+def test_json_string_body_is_a_bare_call_id():
+    assert parse_message_body(json.dumps(CALL_ID)).call_id == CALL_ID
+
+
+def test_round_trip_through_the_queue_body():
+    # Given a re-check request / When serialised and parsed again
+    request = parse_message_body(CALL_ID).model_copy(update={"recheck": 2})
+    # Then nothing is lost
+    assert parse_message_body(request.to_body()) == request
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (None, MalformedMessageError),
+        ("", MalformedMessageError),
+        ("   ", MalformedMessageError),
+        ("{not json", MalformedMessageError),
+        ("[1, 2]", MalformedMessageError),
+        ('{"region": "euc1"}', MalformedMessageError),
+        ('{"callId": 42}', InvalidCallIdError),
+        ('{"callId": "../etc/passwd"}', InvalidCallIdError),
+        ('{"callId": "abc%2Fdef"}', InvalidCallIdError),
+        (json.dumps({"callId": CALL_ID, "context": "not an object"}), MalformedMessageError),
+        (json.dumps({"callId": CALL_ID, "context": {"x": "y" * 9000}}), MalformedMessageError),
+        ("[" * 100_000 + "]" * 100_000, MalformedMessageError),
+        ("abc def", InvalidCallIdError),
+    ],
+)
+def test_malformed_bodies_are_permanent_errors(body, error):
+    # Given a body that is not a valid request / When parsed / Then a permanent error is raised
+    with pytest.raises(error) as caught:
+        parse_message_body(body)
+    assert not caught.value.retryable
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.binary().map(lambda b: b.decode("utf-8", "replace"))))
+def test_arbitrary_bodies_raise_only_documented_errors(body):
+    # Given any text at all / When parsed / Then it is a request or a documented permanent error
+    try:
+        request = parse_message_body(body)
+    except (MalformedMessageError, InvalidCallIdError) as exc:
+        assert not exc.retryable  # noqa: PT017 (hypothesis: both outcomes are valid)
+    else:
+        assert request.call_id in body
+
+
+def test_unknown_region_is_malformed():
+    with pytest.raises(MalformedMessageError) as caught:
+        parse_message_body(json.dumps({"callId": CALL_ID, "region": "mars1"}))
+    assert caught.value.details[0]["field"] == "region"
