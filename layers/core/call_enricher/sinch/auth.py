@@ -122,8 +122,10 @@ def format_timestamp(moment: datetime) -> str:
 
 def parse_timestamp(value: str) -> datetime | None:
     """Parse an ``x-timestamp`` (ISO-8601; no zone means UTC). ``None`` when unparseable."""
+    if len(value) > _MAX_TIMESTAMP_CHARS:
+        return None
     text = value.strip()
-    if not text or len(text) > _MAX_TIMESTAMP_CHARS or not text.isascii():
+    if not text or not text.isascii():
         return None
     try:
         moment = datetime.fromisoformat(text)
