@@ -23,7 +23,7 @@ from call_enricher.sinch.auth import (
     SinchCredentials,
     basic_authorization,
 )
-from call_enricher.sinch.client import GET_CALL_PATH, AttemptInfo
+from call_enricher.sinch.client import GET_CALL_PATH, AttemptInfo, parse_retry_after
 from tests.integration.conftest import TEST_KEY, TEST_SECRET, TEST_SECRET_BYTES
 from tests.support.fake_sinch import FakeSinch, RecordedRequest, Reply
 
@@ -185,6 +185,8 @@ def test_error_code_as_numeric_string_is_accepted(fake_sinch, make_client):
         (Reply.html(502), errors.SinchUnavailableError),
         (Reply(status=503, body=b""), errors.SinchUnavailableError),
         (Reply(status=400, body=b"[1, 2]"), errors.SinchRejectedError),
+        (Reply(status=302, body=b""), errors.SinchRejectedError),  # redirect without Location
+        (Reply(status=408, body=b""), errors.SinchTimeoutError),
     ],
 )
 def test_empty_html_or_odd_error_bodies_are_classified_by_status(
@@ -545,6 +547,40 @@ def test_one_client_serves_a_thread_pool_without_exhausting_its_connection_pool(
     assert all(r.auth_check is SignatureCheck.OK for r in fake_sinch.requests)
     # And urllib3 never had to discard a connection for lack of pool room
     assert "Connection pool is full" not in caplog.text
+
+
+def test_successive_calls_reuse_one_kept_alive_connection(fake_sinch, make_client):
+    # Given one client and several calls in a row
+    for call_id in ("a1", "a2", "a3"):
+        fake_sinch.add_call(call_id, {"status": "FINAL"})
+    client = make_client()
+    # When they are fetched one after the other
+    for call_id in ("a1", "a2", "a3"):
+        client.get_call(call_id)
+    # Then they all went over the same TCP connection (same client port)
+    assert len({r.client_port for r in fake_sinch.requests}) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("2", 2.0),
+        (" 0 ", 0.0),
+        ("1.5", 1.5),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # in the past
+        ("soon", None),
+        ("-1", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(header, expected):
+    assert parse_retry_after(header) == expected
+
+
+def test_parse_retry_after_http_date_is_relative_to_now():
+    now = datetime(2015, 10, 21, 7, 27, 30, tzinfo=UTC)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 30.0
 
 
 def test_a_failing_metrics_hook_does_not_break_the_call(fake_sinch, make_client, caplog):

@@ -125,6 +125,8 @@ class RecordedRequest:
     headers: list[tuple[str, str]]
     body: bytes
     server_port: int
+    client_port: int = 0
+    """The client's source port: equal ports on successive requests mean a reused connection."""
     auth_check: SignatureCheck | None = None
 
     def header(self, name: str) -> str | None:
@@ -316,6 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers=list(self.headers.items()),
             body=body,
             server_port=self.server.server_address[1],
+            client_port=self.client_address[1],
         )
         if owner.credentials is not None:
             request.auth_check = owner.check_auth(request)

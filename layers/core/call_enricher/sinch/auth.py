@@ -255,7 +255,8 @@ def verify_signature(
     The scheme is compared case-insensitively, key and signature in constant time. Order of
     checks: header shape, timestamp syntax, key, signature, then freshness, so STALE/FUTURE
     are only reported for authentic requests (a clock problem, not an attack).
-    ``max_skew_seconds`` applies both ways (replays and clocks running ahead).
+    ``max_skew_seconds`` applies both ways (replays and clocks running ahead); ``now``
+    defaults to the current time (a naive ``now`` is taken as UTC).
 
     Raises:
         ConfigurationError: our own secret is not valid base64.
@@ -289,7 +290,10 @@ def verify_signature(
     )
     if not hmac.compare_digest(signature.encode("utf-8", "surrogatepass"), expected.encode()):
         return SignatureCheck.BAD_SIGNATURE
-    skew = (moment - (now if now is not None else datetime.now(UTC))).total_seconds()
+    current = now if now is not None else datetime.now(UTC)
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=UTC)
+    skew = (moment - current).total_seconds()
     if skew < -max_skew_seconds:
         return SignatureCheck.STALE_TIMESTAMP
     if skew > max_skew_seconds:

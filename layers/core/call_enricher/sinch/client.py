@@ -4,26 +4,25 @@ The only module of the library that imports ``requests``. One :class:`SinchClien
 per Lambda execution environment (at cold start) and shared by the worker threads of a batch:
 
 * one ``requests.Session`` whose connection pool holds ``pool_size`` connections, so every
-  worker thread keeps its own warm TLS connection; cookies are never stored, ``.netrc`` is
-  never consulted, and ``requests``' own retries and redirects are off;
+  worker thread keeps its own warm TLS connection; requests go straight to the connection
+  adapter (no cookies, no ``.netrc``, no automatic redirects, no urllib3 retries);
 * explicit ``(connect, read)`` timeouts; with a ``deadline`` (a value of ``clock()``, e.g.
   tied to the Lambda's remaining time) each attempt's timeouts shrink to fit it, and a body
   that trickles in past the deadline is abandoned;
 * errors classified once, into :mod:`call_enricher.errors`, as the Sinch notes' table says:
 
-  ======================  ==================================  ========================
-  answer                  error                               retried
-  ======================  ==================================  ========================
-  2xx, JSON object        (success)                           -
-  2xx, anything else      ``InvalidRecordError``              no
-  400, 403, other 4xx     ``SinchRejectedError``              no
-  401                     ``SinchAuthError``                  once, after a credentials
-                                                              refresh (callable source)
-  404                     ``CallNotFoundError``               no
-  408, timeouts           ``SinchTimeoutError``               yes
-  429                     ``SinchRateLimitedError``           yes (Retry-After honoured)
-  5xx, connection errors  ``SinchUnavailableError``           yes (Retry-After honoured)
-  ======================  ==================================  ========================
+  ======================  =========================  ===================================
+  answer                  error                      retried
+  ======================  =========================  ===================================
+  2xx, JSON object        (success)                  -
+  2xx, anything else      ``InvalidRecordError``     no
+  400, 403, other 4xx     ``SinchRejectedError``     no
+  401                     ``SinchAuthError``         once, after a credentials refresh
+  404                     ``CallNotFoundError``      no
+  408, timeouts           ``SinchTimeoutError``      yes
+  429                     ``SinchRateLimitedError``  yes (Retry-After honoured)
+  5xx, connection errors  ``SinchUnavailableError``  yes (Retry-After honoured)
+  ======================  =========================  ===================================
 
 * transient failures are retried up to ``max_attempts`` attempts in all, sleeping with
   full-jitter exponential backoff ``random() * min(cap, base * 2**n)`` (n = 0 after the
@@ -82,6 +81,7 @@ __all__ = [
     "CredentialsSource",
     "SinchClient",
     "SinchResponse",
+    "parse_retry_after",
 ]
 
 logger = logging.getLogger("call_enricher.sinch")
@@ -552,11 +552,20 @@ class SinchClient:
         prepared = self._session.prepare_request(requests.Request("GET", url))
         # Sign the path exactly as it goes on the wire (after requests' own quoting).
         prepared.headers.update(self._auth_headers(credentials, prepared.path_url))
-        settings = self._session.merge_environment_settings(prepared.url, {}, True, None, None)
-        settings["stream"] = True
+        url_sent = prepared.url or url
+        # Proxy and CA-bundle settings from the environment, as requests.Session.request does.
+        settings = self._session.merge_environment_settings(url_sent, {}, True, None, None)
+        verify: bool | str = True if settings["verify"] is None else settings["verify"]
         try:
-            response = self._session.send(
-                prepared, timeout=timeout, allow_redirects=False, **settings
+            # Straight to the adapter: Session.send would look for a redirect to follow (and
+            # read a redirect's whole body to do so); redirects are handled in _fetch.
+            response = self._session.get_adapter(url_sent).send(
+                prepared,
+                stream=True,
+                timeout=timeout,
+                verify=verify,
+                cert=settings["cert"],
+                proxies=settings["proxies"],
             )
             with response:
                 body, truncated = self._read_body(response, deadline, call_id)
