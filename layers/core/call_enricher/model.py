@@ -78,6 +78,7 @@ __all__ = [
     "Party",
     "PartyType",
     "UnknownEnumValue",
+    "decode_record_body",
     "format_decimal",
     "format_utc",
     "loads_exact",
@@ -477,7 +478,7 @@ def parse_call_record(data: bytes | bytearray | str | Mapping[str, Any]) -> Call
     JSON, not an object, or a field is invalid; ``details`` lists
     ``{"field": <Sinch name, dotted>, "problem": <text>}`` for every problem found.
     """
-    mapping = _as_mapping(data)
+    mapping = decode_record_body(data)
     problems: list[dict[str, str]] = []
     clean, extra = _clean(mapping, problems)
     if problems:
@@ -501,7 +502,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _as_mapping(data: bytes | bytearray | str | Mapping[str, Any]) -> Mapping[str, Any]:
+def decode_record_body(data: bytes | bytearray | str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """Decode a body (exact decimals) and check it is a JSON object of bounded depth.
+
+    A mapping is only checked. Raises :class:`InvalidRecordError` (field ``$``).
+    """
     if isinstance(data, Mapping):
         decoded: Any = data
     elif isinstance(data, bytes | bytearray | str):
