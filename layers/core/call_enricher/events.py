@@ -1,0 +1,446 @@
+"""The EventBridge event details we publish: a public, versioned contract.
+
+Two detail types, both with source ``EVENT_SOURCE`` (default ``call-enricher``):
+
+``Call Enriched`` (:class:`CallEnrichedDetail`)
+    One event per stored version of a call's enriched record: the record itself, its
+    ``version`` (1, 2, ...), and the status of the version before it (``previousStatus``).
+    ``eventId`` is ``{callId}:v{version}``: deterministic, so the rare duplicate of
+    at-least-once delivery (a crash between ``PutEvents`` and the publish marker) carries the
+    same ID and consumers can dedupe on it. An ONGOING call yields ONGOING versions, then a
+    FINAL one; a FINAL version is never followed by an ONGOING one.
+
+``Call Enrichment Failed`` (:class:`CallEnrichmentFailedDetail`)
+    A call (or a message) that cannot be enriched: the ``reason`` code of
+    :mod:`call_enricher.errors` (``call-not-found``, ``invalid-record``, ``invalid-call-id``,
+    ``malformed-message``, ...) or ``not-final-in-time`` (still ONGOING past the re-check
+    horizon), with Sinch's error code and reference when Sinch answered. ``eventId`` is
+    derived from the call ID (or ``unknown``), the reason and the source message ID, so a
+    redelivered message yields the same ID.
+
+Versioning: ``schemaVersion`` is semantic. Minor versions only add optional fields, and
+consumers must ignore fields they do not know (the schemas allow them); a major version
+changes the detail type's meaning and is announced. The JSON Schemas in ``events/schemas/``
+are generated from these models by ``python -m call_enricher_tools.schemas`` and checked in CI.
+
+Privacy: details carry what the enriched record carries; the failure event's free text
+(``message``, ``rawCallId``) has standalone phone-number-like digit runs masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from call_enricher.enrichment import EnrichedCall
+from call_enricher.errors import CallEnricherError, ErrorClass, PermanentError
+from call_enricher.publishing import (
+    DETAIL_TYPE_CALL_ENRICHED,
+    DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
+    OutgoingEvent,
+)
+
+__all__ = [
+    "EVENT_SCHEMA_VERSION",
+    "REASON_NOT_FINAL_IN_TIME",
+    "CallEnrichedDetail",
+    "CallEnrichmentFailedDetail",
+    "StoredCallLike",
+    "call_enriched_event",
+    "call_enriched_event_id",
+    "call_enrichment_failed_event",
+    "call_enrichment_failed_event_id",
+    "mask_phone_like",
+]
+
+EVENT_SCHEMA_VERSION = "1.0.0"
+"""Version of both details (semantic; see the module docstring)."""
+
+REASON_NOT_FINAL_IN_TIME = "not-final-in-time"
+"""Failure reason: the call was still ONGOING after ``RECHECK_MAX_AGE_SECONDS``."""
+
+MAX_MESSAGE_CHARS = 1000
+RAW_CALL_ID_CHARS = 40
+
+_SCHEMA_VERSION_PATTERN = r"^1\.\d+\.\d+$"
+_REASON_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+# A standalone run of 7 to 15 digits (optionally after "+"): what a phone number looks like.
+# Digit runs inside an alphanumeric token (hex call IDs) are left alone.
+_PHONE_LIKE = re.compile(r"(?<![0-9A-Za-z])\+?\d{7,15}(?![0-9A-Za-z])")
+
+_CONTEXT_DESCRIPTION = (
+    "The producer's free-form correlation object from the request (SQS message `context`,"
+    " API body `context`), copied unchanged; null when none was given."
+)
+_ENTRY_PATH_DESCRIPTION = (
+    "How the request entered the service: `queue` (SQS producer), `api` (HTTP API),"
+    " `callback` (Sinch callback), `recheck` (scheduled re-check of an ONGOING call), `cli`."
+    " Open set: consumers must accept other values."
+)
+
+
+class _Detail(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        populate_by_name=True,
+        extra="ignore",
+        # Every key is always present in a published detail (null when empty): say so.
+        json_schema_serialization_defaults_required=True,
+        field_title_generator=lambda name, info: info.alias or name,
+    )
+
+
+class CallEnrichedDetail(_Detail):
+    """Detail of ``Call Enriched``: one stored version of a call's enriched record."""
+
+    schema_version: Annotated[
+        str,
+        Field(
+            alias="schemaVersion",
+            pattern=_SCHEMA_VERSION_PATTERN,
+            description="Semantic version of this detail's schema (1.x.y).",
+            examples=[EVENT_SCHEMA_VERSION],
+        ),
+    ] = EVENT_SCHEMA_VERSION
+    event_id: Annotated[
+        str,
+        Field(
+            alias="eventId",
+            min_length=1,
+            description=(
+                "Deterministic ID `{callId}:v{version}`: the same stored version always has"
+                " the same ID. Dedupe on it (delivery is at least once)."
+            ),
+            examples=["4398599d1ba84ef3bde0a82dfb61abed:v2"],
+        ),
+    ]
+    call_id: Annotated[
+        str,
+        Field(
+            alias="callId",
+            min_length=1,
+            description="Sinch call ID.",
+            examples=["4398599d1ba84ef3bde0a82dfb61abed"],
+        ),
+    ]
+    version: Annotated[
+        int,
+        Field(
+            ge=1,
+            description=(
+                "Version of the stored record: 1 for the first, +1 each time the record"
+                " changed. Versions of a call are consecutive; consumers may skip older ones."
+            ),
+        ),
+    ]
+    status: Annotated[
+        str,
+        Field(
+            description=(
+                "Call status of this version: `ONGOING` (will change) or `FINAL` (Sinch's"
+                " final record; a later FINAL version is a correction by Sinch)."
+            ),
+            examples=["FINAL", "ONGOING"],
+        ),
+    ]
+    previous_status: Annotated[
+        str | None,
+        Field(
+            alias="previousStatus",
+            description="Status of the previous version; null for version 1.",
+            examples=[None, "ONGOING"],
+        ),
+    ] = None
+    stored_at: Annotated[
+        AwareDatetime,
+        Field(alias="storedAt", description="When this version was stored (ISO 8601, UTC)."),
+    ]
+    record: Annotated[
+        EnrichedCall,
+        Field(
+            description=(
+                "The enriched call record (its own `schemaVersion` versions its content):"
+                " parties, outcome, time, money, custom data, provenance, warnings."
+            )
+        ),
+    ]
+    context: Annotated[dict[str, Any] | None, Field(description=_CONTEXT_DESCRIPTION)] = None
+    entry_path: Annotated[
+        str | None, Field(alias="entryPath", description=_ENTRY_PATH_DESCRIPTION)
+    ] = None
+
+
+class CallEnrichmentFailedDetail(_Detail):
+    """Detail of ``Call Enrichment Failed``: a call or message that could not be enriched."""
+
+    schema_version: Annotated[
+        str,
+        Field(
+            alias="schemaVersion",
+            pattern=_SCHEMA_VERSION_PATTERN,
+            description="Semantic version of this detail's schema (1.x.y).",
+            examples=[EVENT_SCHEMA_VERSION],
+        ),
+    ] = EVENT_SCHEMA_VERSION
+    event_id: Annotated[
+        str,
+        Field(
+            alias="eventId",
+            min_length=1,
+            description=(
+                "Deterministic ID `{callId or 'unknown'}:failed:{reason}:{digest}`, the digest"
+                " derived from the source message ID: a redelivered message has the same ID."
+            ),
+            examples=["4398599d1ba84ef3bde0a82dfb61abed:failed:call-not-found:0f1e2d3c4b5a6978"],
+        ),
+    ]
+    call_id: Annotated[
+        str | None,
+        Field(
+            alias="callId",
+            description="Sinch call ID; null when the message had no valid one (see rawCallId).",
+        ),
+    ] = None
+    raw_call_id: Annotated[
+        str | None,
+        Field(
+            alias="rawCallId",
+            max_length=2 * RAW_CALL_ID_CHARS,
+            description=(
+                "When callId is null: a short prefix of what the message carried as call ID,"
+                " escaped (non-printable and non-ASCII as \\x.. / \\u....), phone-number-like"
+                " digit runs masked, `...` appended when cut. Null when there was nothing."
+            ),
+        ),
+    ] = None
+    reason: Annotated[
+        str,
+        Field(
+            pattern=_REASON_PATTERN,
+            description=(
+                "Stable kebab-case reason code: `call-not-found`, `invalid-record`,"
+                " `invalid-call-id`, `malformed-message`, `sinch-rejected`, `sinch-auth`,"
+                " `configuration-error`, `permanent-error`, `not-final-in-time`, ... Open set:"
+                " consumers must accept codes they do not know."
+            ),
+            examples=["call-not-found", "not-final-in-time"],
+        ),
+    ]
+    error_class: Annotated[
+        ErrorClass,
+        Field(
+            alias="errorClass",
+            description=(
+                "Class of the failure: `permanent` (retrying cannot help), `not-found` (Sinch"
+                " does not know the call), `not-final` (still ONGOING), `transient`."
+            ),
+        ),
+    ]
+    message: Annotated[
+        str,
+        Field(
+            max_length=MAX_MESSAGE_CHARS,
+            description="Human-readable, secret-free explanation (English; not for parsing).",
+        ),
+    ]
+    sinch_error_code: Annotated[
+        int | None,
+        Field(
+            alias="sinchErrorCode",
+            description="Sinch's `errorCode` (e.g. 40400) when Sinch answered with an error.",
+        ),
+    ] = None
+    sinch_reference: Annotated[
+        str | None,
+        Field(alias="sinchReference", description="Sinch's error `reference`, for its support."),
+    ] = None
+    http_status: Annotated[
+        int | None,
+        Field(alias="httpStatus", description="HTTP status of Sinch's answer, when there was one."),
+    ] = None
+    attempts: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            description=(
+                "How many times the call was asked to Sinch for this request (re-checks"
+                " included); 0 when it never reached Sinch (malformed message)."
+            ),
+        ),
+    ] = None
+    context: Annotated[dict[str, Any] | None, Field(description=_CONTEXT_DESCRIPTION)] = None
+    entry_path: Annotated[
+        str | None, Field(alias="entryPath", description=_ENTRY_PATH_DESCRIPTION)
+    ] = None
+    failed_at: Annotated[
+        AwareDatetime,
+        Field(alias="failedAt", description="When the failure was decided (ISO 8601, UTC)."),
+    ]
+
+
+class StoredCallLike(Protocol):
+    """What :func:`call_enriched_event` needs from a stored call (``storage.StoredCall``)."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def updated_at(self) -> datetime: ...
+
+    @property
+    def record(self) -> dict[str, Any] | None: ...
+
+
+def call_enriched_event_id(call_id: str, version: int) -> str:
+    """``{callId}:v{version}``: the ID of a stored version's ``Call Enriched`` event."""
+    return f"{call_id}:v{version}"
+
+
+def call_enrichment_failed_event_id(call_id: str | None, reason: str, source_id: str) -> str:
+    """The ID of a ``Call Enrichment Failed`` event (see :class:`CallEnrichmentFailedDetail`)."""
+    digest = hashlib.sha256(source_id.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+    return f"{call_id or 'unknown'}:failed:{reason}:{digest}"
+
+
+def call_enriched_event(
+    *,
+    key: str,
+    stored: StoredCallLike,
+    previous_status: str | None,
+    context: Mapping[str, Any] | None = None,
+    entry_path: str | None = None,
+    resources: tuple[str, ...] = (),
+) -> OutgoingEvent:
+    """The ``Call Enriched`` event of ``stored`` (a saved version, with its record).
+
+    Built from the stored state, so the event rebuilt after a crash is the same event.
+    ``key`` is the caller's correlation key for :meth:`EventPublisher.publish` results.
+
+    Raises:
+        ValueError: ``stored`` was read without its record.
+        PermanentError: the stored record does not match the current ``EnrichedCall`` model.
+    """
+    if stored.record is None:
+        raise ValueError(f"stored call {stored.call_id} v{stored.version} has no record")
+    try:
+        record = EnrichedCall.model_validate(stored.record)
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, err["loc"])) for err in exc.errors()})[:5]
+        raise PermanentError(
+            f"stored record of call {stored.call_id} v{stored.version} does not match the"
+            f" EnrichedCall model (fields: {', '.join(fields)})"
+        ) from None
+    detail = CallEnrichedDetail(
+        event_id=call_enriched_event_id(stored.call_id, stored.version),
+        call_id=stored.call_id,
+        version=stored.version,
+        status=stored.status,
+        previous_status=previous_status,
+        stored_at=stored.updated_at,
+        record=record,
+        context=dict(context) if context is not None else None,
+        entry_path=entry_path,
+    )
+    return OutgoingEvent(
+        key=key,
+        detail_type=DETAIL_TYPE_CALL_ENRICHED,
+        detail=detail.model_dump(mode="json", by_alias=True),
+        resources=resources,
+    )
+
+
+def call_enrichment_failed_event(
+    *,
+    key: str,
+    error: CallEnricherError,
+    call_id: str | None,
+    raw_call_id: str | None = None,
+    reason: str | None = None,
+    attempts: int | None = None,
+    context: Mapping[str, Any] | None = None,
+    source_id: str | None = None,
+    entry_path: str | None = None,
+    failed_at: datetime | None = None,
+    resources: tuple[str, ...] = (),
+) -> OutgoingEvent:
+    """The ``Call Enrichment Failed`` event for ``error``.
+
+    Args:
+        key: the caller's correlation key (results of :meth:`EventPublisher.publish`).
+        error: the failure; its ``reason``, class, message and Sinch diagnostics are copied.
+        call_id: the validated call ID, or ``None`` when the message had none.
+        raw_call_id: when ``call_id`` is ``None``: what the message carried (escaped, cut and
+            masked here).
+        reason: overrides ``error.reason`` (e.g. :data:`REASON_NOT_FINAL_IN_TIME`).
+        attempts: Sinch attempts for this request.
+        context, entry_path: from the request.
+        source_id: the source message / request ID the event ID derives from (default ``key``).
+        failed_at: when the failure was decided (default: now).
+    """
+    final_reason = reason or error.reason
+    detail = CallEnrichmentFailedDetail(
+        event_id=call_enrichment_failed_event_id(call_id, final_reason, source_id or key),
+        call_id=call_id,
+        raw_call_id=_raw_call_id(raw_call_id) if call_id is None else None,
+        reason=final_reason,
+        error_class=error.error_class,
+        message=_safe_text(error.message, MAX_MESSAGE_CHARS),
+        sinch_error_code=error.sinch_error_code,
+        sinch_reference=error.sinch_reference,
+        http_status=error.http_status,
+        attempts=attempts,
+        context=dict(context) if context is not None else None,
+        entry_path=entry_path,
+        failed_at=(failed_at or datetime.now(UTC)).astimezone(UTC),
+    )
+    return OutgoingEvent(
+        key=key,
+        detail_type=DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
+        detail=detail.model_dump(mode="json", by_alias=True),
+        resources=resources,
+    )
+
+
+def mask_phone_like(text: str) -> str:
+    """Mask standalone phone-number-like digit runs, keeping the last two digits."""
+    return _PHONE_LIKE.sub(_mask_match, text)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    run = match.group(0)
+    plus = "+" if run.startswith("+") else ""
+    digits = run.removeprefix("+")
+    return plus + "*" * (len(digits) - 2) + digits[-2:]
+
+
+def _safe_text(text: str, limit: int) -> str:
+    masked = mask_phone_like(text)
+    return masked if len(masked) <= limit else masked[: limit - 3] + "..."
+
+
+def _raw_call_id(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    prefix = raw[:RAW_CALL_ID_CHARS]
+    escaped = prefix.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in escaped
+    )
+    escaped = mask_phone_like(escaped)
+    cut = len(raw) > RAW_CALL_ID_CHARS
+    limit = 2 * RAW_CALL_ID_CHARS - 3
+    if len(escaped) > limit:
+        escaped, cut = escaped[:limit], True
+    return escaped + "..." if cut else escaped
