@@ -481,3 +481,53 @@ def test_a_corrupt_stored_item_is_reported_without_its_content(store, calls_tabl
     # When it is read / Then the error names the call and the bad fields
     with pytest.raises(PermanentError, match=r"hand-made is invalid \(fields: .*version"):
         store.get("hand-made")
+
+
+# -- the shared clients (call_enricher.aws) -----------------------------------------------------
+
+
+def test_clients_are_created_once_even_under_concurrent_first_use():
+    # Given 16 threads asking for the DynamoDB client at the same moment
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    barrier = Barrier(16)
+
+    def first_use(_: int) -> int:
+        barrier.wait()
+        return id(aws.client("dynamodb"))
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = set(pool.map(first_use, range(16)))
+    # Then they all got the same, cached client
+    assert len(ids) == 1
+    assert id(aws.client("dynamodb")) in ids
+    assert aws.client("events") is not aws.client("dynamodb")
+
+
+def test_client_configuration_fits_the_worker_pool(monkeypatch):
+    # Given 20 worker threads configured
+    from call_enricher.settings import get_settings
+
+    monkeypatch.setenv("WORKER_THREADS", "20")
+    get_settings.cache_clear()
+    try:
+        config = aws.client("dynamodb").meta.config
+    finally:
+        get_settings.cache_clear()
+    # Then the pool has room for every worker, retries are botocore's standard mode,
+    # and the timeouts are short
+    assert config.max_pool_connections == 20 + aws.POOL_MARGIN
+    assert config.retries == {"mode": "standard", "total_max_attempts": aws.MAX_ATTEMPTS}
+    assert config.connect_timeout == aws.CONNECT_TIMEOUT_SECONDS
+    assert config.read_timeout == aws.READ_TIMEOUT_SECONDS
+
+
+def test_clients_honour_aws_endpoint_url(monkeypatch):
+    # Given the local stack's endpoint in the environment (no request is made)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5999")
+    aws.reset_clients()
+    # Then the clients point at it, in the configured region
+    client = aws.client("dynamodb")
+    assert client.meta.endpoint_url == "http://127.0.0.1:5999"
+    assert client.meta.region_name == "eu-west-1"

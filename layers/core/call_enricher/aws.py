@@ -94,7 +94,7 @@ def client_config(worker_threads: int | None = None) -> Config:
 
         worker_threads = get_settings().worker_threads
     return Config(
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         max_pool_connections=worker_threads + POOL_MARGIN,
