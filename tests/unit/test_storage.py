@@ -154,6 +154,15 @@ def test_final_is_never_regressed_by_a_stale_ongoing(store, calls_table):
     assert raw_item(calls_table) == before
 
 
+@pytest.mark.parametrize("incoming", ["ONGOING", "UNKNOWN", "SOMETHING-NEW"])
+def test_no_non_final_status_replaces_a_final(store, incoming):
+    # Given a stored FINAL
+    store.save(enriched("FINAL", "fp-1"))
+    # When any non-FINAL record arrives / Then it is refused
+    assert store.save(enriched(incoming, "fp-2")).outcome is SaveOutcome.REFUSED_REGRESSION
+    assert store.get(CALL_ID).status == "FINAL"
+
+
 def test_refused_regression_reports_an_unpublished_stored_final(store):
     # Given a stored FINAL whose event was never published (crash after the write)
     store.save(enriched("ONGOING", "fp-1"))

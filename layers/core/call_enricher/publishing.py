@@ -21,9 +21,15 @@ neighbour's problem:
    -> :class:`PermanentError`; authorisation failures (``AccessDeniedException``,
    ``NotAuthorizedFor*``) and unknown codes -> :class:`AwsUnavailableError` without resending
    (a deployment fault: the message reaches the DLQ and can be redriven once fixed).
-5. A failure of the whole call (throttling, 5xx, connect/read timeout, after botocore's own
-   retries) is retried the same way; if it persists, every key of that request fails with
-   :class:`AwsUnavailableError`. Permanent whole-call errors are not retried.
+5. A failure of the whole call (throttling, 5xx, connect/read timeout) that persists through
+   botocore's own retries (standard mode, see :mod:`call_enricher.aws`) is retried the same
+   way; if it persists, every key of that request fails with :class:`AwsUnavailableError`.
+   Permanent whole-call errors are not retried. Worst case per request: ``max_attempts`` x
+   botocore's attempts calls, each bounded by the clients' connect/read timeouts.
+
+Results are per key: a key with several events fails if any of them fails. Nothing here
+raises for an AWS failure; the caller decides what a failed key means (an SQS batch item
+failure, an HTTP 502, ...).
 """
 
 from __future__ import annotations

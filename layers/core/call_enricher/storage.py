@@ -12,9 +12,10 @@ outcome is known from that single call, even when the write is refused:
   FINAL -> FINAL with a different fingerprint: Sinch corrected a final record (a late debit,
   a fixed rate), which consumers must hear about, so it is accepted as a new version.
 * **UNCHANGED**: same fingerprint -> nothing is written (no version, no timestamp change).
-* **REFUSED_REGRESSION**: the stored record is FINAL and the incoming one is ONGOING -> the
-  write is refused. A stored record never goes back from FINAL to ONGOING, whatever order
-  messages arrive in (stale re-checks, redeliveries, concurrent writers).
+* **REFUSED_REGRESSION**: the stored record is FINAL and the incoming one is not (ONGOING, or
+  any other non-FINAL status such as ``UNKNOWN``) -> the write is refused. A stored record
+  never goes back from FINAL to ONGOING, whatever order messages arrive in (stale re-checks,
+  redeliveries, concurrent writers).
 
 Concurrent writers for one call are serialised by DynamoDB's condition: each save sees the
 exact item it replaced (``ALL_OLD``), so versions are consecutive and never skipped or reused.
