@@ -261,7 +261,7 @@ def test_marking_a_version_that_is_not_stored_is_a_caller_bug(store):
     # Given version 1 only
     store.save(enriched("FINAL", "a"))
     # When version 2 is marked / Then it is refused loudly and the marker is untouched
-    with pytest.raises(ValueError, match="only version 1 is stored"):
+    with pytest.raises(PermanentError, match="only version 1 is stored"):
         store.mark_published(CALL_ID, 2)
     assert store.get(CALL_ID).published_version == 0
 

@@ -505,7 +505,9 @@ class CallStore:
         no-op, as is marking a call that is no longer stored (expired by TTL).
 
         Raises:
-            ValueError: ``version`` is above the stored version (a caller bug).
+            ValueError: ``version`` < 1.
+            PermanentError: ``version`` is above the stored version (a caller bug, or the
+                item was deleted and re-created meanwhile); the marker is left alone.
             AwsUnavailableError / PermanentError: as for :meth:`save`.
         """
         if version < 1:
@@ -530,7 +532,7 @@ class CallStore:
                 raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
             item = _failed_item(exc)
             if item and int(item["version"]["N"]) < version:
-                raise ValueError(
+                raise PermanentError(
                     f"cannot mark version {version} of call {call_id} published: "
                     f"only version {item['version']['N']} is stored"
                 ) from None
