@@ -1,0 +1,139 @@
+"""Wiring for the Lambda functions: one lazily built, process-wide service per function.
+
+Clients, the secret provider, the store and the publisher are created on first use (the
+first invocation), not at import, and reused by every later invocation of a warm function.
+Tests and the local stack build their own :class:`EnrichmentService` with injected parts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from call_enricher.observability import MetricName, logger, metrics
+from call_enricher.pipeline import BatchReport, EnrichmentService, SinchClients
+from call_enricher.settings import Settings, get_settings
+
+_lock = threading.Lock()
+_service: EnrichmentService | None = None
+
+
+def _log(level: str, message: str, **fields: Any) -> None:
+    getattr(logger, level)(message, extra=fields)
+
+
+def build_service(settings: Settings) -> EnrichmentService:
+    """Build the production service from settings (AWS clients created lazily inside)."""
+    from call_enricher.publishing import EventPublisher
+    from call_enricher.queueing import EnrichmentQueue
+    from call_enricher.secrets import SecretsManagerCredentials
+    from call_enricher.sinch.auth import AuthScheme
+    from call_enricher.sinch.client import AttemptInfo, SinchClient
+    from call_enricher.storage import CallStore
+
+    credentials = SecretsManagerCredentials(
+        settings.sinch_secret_id, max_age_seconds=settings.sinch_secret_max_age_seconds
+    )
+
+    def make_client(base_url: str, on_attempt: Callable[[AttemptInfo], None]) -> SinchClient:
+        return SinchClient(
+            credentials,
+            base_url=base_url,
+            auth=AuthScheme(settings.sinch_auth_scheme.value),
+            connect_timeout=settings.sinch_connect_timeout_seconds,
+            read_timeout=settings.sinch_read_timeout_seconds,
+            max_attempts=settings.sinch_max_attempts,
+            pool_size=settings.worker_threads,
+            on_attempt=on_attempt,
+        )
+
+    return EnrichmentService(
+        settings,
+        sinch=SinchClients(make_client),
+        store=CallStore(settings.calls_table_name, ttl_days=settings.record_ttl_days),
+        publisher=EventPublisher(settings.event_bus_name, settings.event_source),
+        queue=EnrichmentQueue(settings.enrichment_queue_url)
+        if settings.enrichment_queue_url
+        else None,
+        log=_log,
+    )
+
+
+def get_service() -> EnrichmentService:
+    """The process-wide service, built on first use."""
+    global _service
+    with _lock:
+        if _service is None:
+            _service = build_service(get_settings())
+        return _service
+
+
+def set_service(service: EnrichmentService | None) -> None:
+    """Replace the process-wide service (tests, local stack)."""
+    global _service
+    with _lock:
+        _service = service
+
+
+def emit_batch_metrics(report: BatchReport) -> None:
+    """Aggregate a batch's figures into EMF metrics (emitted when the handler returns)."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    counters = report.counters
+    for name, counter_key in (
+        (MetricName.RECORDS_ENRICHED, "enriched"),
+        (MetricName.RECORDS_UNCHANGED, "unchanged"),
+        (MetricName.RECORDS_SERVED_FROM_STORE, "served-from-store"),
+        (MetricName.RECORDS_RETRIED, "retry"),
+        (MetricName.RECORDS_NOT_STARTED, "not-started"),
+        (MetricName.ONGOING_RECHECKS, "rechecks"),
+        (MetricName.EVENTS_PUBLISHED, "events_published"),
+    ):
+        if counters.get(counter_key):
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=counters[counter_key])
+
+    failures: dict[str, int] = {}
+    sinch_failures = 0
+    for result in report.results.values():
+        if result.error is None:
+            continue
+        if result.outcome.value == "failed":
+            failures[result.error.reason] = failures.get(result.error.reason, 0) + 1
+        if result.error.reason.startswith("sinch-"):
+            sinch_failures += 1
+    for reason, count in failures.items():
+        with single_metric(
+            name=MetricName.ENRICHMENT_FAILED,
+            unit=MetricUnit.Count,
+            value=count,
+            namespace=metrics.namespace,
+            default_dimensions={**metrics.default_dimensions, "reason": reason},
+        ):
+            pass
+    if sinch_failures:
+        metrics.add_metric(
+            name=MetricName.SINCH_FAILURES, unit=MetricUnit.Count, value=sinch_failures
+        )
+
+    statuses: dict[str, int] = {}
+    retries = 0
+    for attempt in report.sinch_attempts:
+        metrics.add_metric(
+            name=MetricName.SINCH_LATENCY, unit=MetricUnit.Milliseconds, value=attempt.elapsed_ms
+        )
+        label = str(attempt.status_code or attempt.error or "error")
+        statuses[label] = statuses.get(label, 0) + 1
+        if attempt.attempt > 1:
+            retries += 1
+    if retries:
+        metrics.add_metric(name=MetricName.SINCH_RETRIES, unit=MetricUnit.Count, value=retries)
+    for label, count in statuses.items():
+        with single_metric(
+            name=MetricName.SINCH_RESPONSES,
+            unit=MetricUnit.Count,
+            value=count,
+            namespace=metrics.namespace,
+            default_dimensions={**metrics.default_dimensions, "statusCode": label},
+        ):
+            pass

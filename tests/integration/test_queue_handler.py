@@ -1,0 +1,484 @@
+"""The queue handler end to end in one process: SQS event -> real handler -> moto + fake Sinch.
+
+AWS is in-process moto; Sinch is the fake server over real HTTP on 127.0.0.1, which checks
+the signature of every request. The sample records in events/sinch/ are what Sinch serves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from call_enricher import aws, runtime
+from call_enricher.settings import get_settings
+from call_enricher.sinch.auth import SinchCredentials
+from tests.support.fake_sinch import FakeSinch, Reply
+from tests.support.handlers import load_handler
+from tests.support.lambda_context import FakeLambdaContext
+from tests.support.stack import AwsStack, create_aws_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = {
+    path.stem: json.loads(path.read_text())
+    for path in sorted((ROOT / "events/sinch").glob("*.json"))
+}
+SCHEMAS = {
+    "Call Enriched": json.loads((ROOT / "events/schemas/call-enriched.schema.json").read_text()),
+    "Call Enrichment Failed": json.loads(
+        (ROOT / "events/schemas/call-enrichment-failed.schema.json").read_text()
+    ),
+}
+FINAL_ID = "4398599d1ba84ef3bde0a82dfb61abed"  # answered-us-to-gb
+ONGOING_ID = "7d8e9f0a1b2c3d4e5f60718293a4b5c6"  # ongoing-in-app-to-pstn
+CREDENTIALS = SinchCredentials(
+    application_key="0b5c7a9e-aaaa-4bbb-8ccc-111122223333",
+    application_secret="c2VjcmV0LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3",  # base64 of a test string
+)
+
+
+def _call_id(record: dict[str, Any]) -> str:
+    return str(record.get("callId") or record.get("callid"))
+
+
+@dataclass
+class Harness:
+    handler: ModuleType
+    stack: AwsStack
+    sinch: FakeSinch
+
+    def invoke(self, *bodies: str, context: FakeLambdaContext | None = None) -> dict[str, Any]:
+        event = sqs_event(*bodies)
+        return self.handler.lambda_handler(event, context or FakeLambdaContext())
+
+    def invoke_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self.handler.lambda_handler(event, FakeLambdaContext())
+
+    def events(self) -> list[dict[str, Any]]:
+        envelopes = self.stack.events()
+        for envelope in envelopes:
+            jsonschema.validate(envelope["detail"], SCHEMAS[envelope["detail-type"]])
+        return envelopes
+
+    def sinch_requests(self, call_id: str) -> int:
+        return len(self.sinch.requests_for(FakeSinch.call_path(call_id)))
+
+
+def sqs_event(*bodies: str) -> dict[str, Any]:
+    template = json.loads((ROOT / "events/sqs-batch.json").read_text())["Records"][0]
+    records = []
+    for index, body in enumerate(bodies):
+        record = copy.deepcopy(template)
+        record["messageId"] = f"msg-{index}"
+        record["body"] = body
+        records.append(record)
+    return {"Records": records}
+
+
+def failed_ids(response: dict[str, Any]) -> set[str]:
+    return {item["itemIdentifier"] for item in response["batchItemFailures"]}
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    aws.reset_clients()
+    with mock_aws(), FakeSinch(credentials=CREDENTIALS) as sinch:
+        stack = create_aws_stack(CREDENTIALS)
+        for env_name, value in stack.env(
+            SINCH_BASE_URL=sinch.base_url,
+            SINCH_READ_TIMEOUT_SECONDS="2",
+            SINCH_CONNECT_TIMEOUT_SECONDS="1",
+            DEADLINE_MARGIN_MS="500",
+            WORKER_THREADS="4",
+        ).items():
+            monkeypatch.setenv(env_name, value)
+        for record in SAMPLES.values():
+            sinch.add_call(_call_id(record), record)
+        get_settings.cache_clear()
+        runtime.set_service(None)
+        yield Harness(load_handler("queue_enricher"), stack, sinch)
+        runtime.set_service(None)
+        get_settings.cache_clear()
+    aws.reset_clients()
+
+
+# --- the happy path -----------------------------------------------------------------------
+
+
+def test_final_record_is_stored_and_announced(harness: Harness) -> None:
+    # Given a JSON message with producer context and a bare call ID message
+    body = json.dumps({"callId": FINAL_ID, "context": {"orderId": "A-1"}})
+    bare = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+    # When the batch is handled
+    response = harness.invoke(body, bare)
+    # Then no message is reported failed
+    assert response == {"batchItemFailures": []}
+    # And each call is stored as version 1, marked published
+    item = harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert (item["version"], item["status"], item["publishedVersion"]) == (1, "FINAL", 1)
+    assert item["record"]["parties"]["to"]["phone"]["country"] == "GB"
+    # And one schema-valid `Call Enriched` event per call carries the record and context
+    events = harness.events()
+    assert sorted(e["detail"]["callId"] for e in events) == sorted([FINAL_ID, bare])
+    first = next(e for e in events if e["detail"]["callId"] == FINAL_ID)
+    assert first["detail-type"] == "Call Enriched"
+    assert first["detail"]["eventId"] == f"{FINAL_ID}:v1"
+    assert first["detail"]["context"] == {"orderId": "A-1"}
+    assert first["detail"]["previousStatus"] is None
+    # And Sinch saw signed requests only
+    assert all(r.auth_check.value == "ok" for r in harness.sinch.requests)
+
+
+def test_every_sample_record_goes_through(harness: Harness) -> None:
+    # Given one message per sample record / When handled in one batch
+    response = harness.invoke(*(_call_id(r) for r in SAMPLES.values()))
+    # Then none fails and every call is stored and announced once
+    assert response == {"batchItemFailures": []}
+    events = harness.events()
+    assert len(events) == len(SAMPLES)
+    assert all(e["detail-type"] == "Call Enriched" for e in events)
+
+
+def test_duplicate_delivery_does_not_call_sinch_again(harness: Harness) -> None:
+    # Given a FINAL call already enriched
+    harness.invoke(FINAL_ID)
+    harness.events()
+    # When the same call ID arrives again (another message, e.g. from the API)
+    response = harness.invoke(json.dumps({"callId": FINAL_ID, "entryPath": "api"}))
+    # Then it is served from the table: no new Sinch request, no new event
+    assert response == {"batchItemFailures": []}
+    assert harness.sinch_requests(FINAL_ID) == 1
+    assert harness.events() == []
+
+
+def test_same_call_twice_in_one_batch_is_fetched_once(harness: Harness) -> None:
+    response = harness.invoke(FINAL_ID, FINAL_ID)
+    assert response == {"batchItemFailures": []}
+    assert harness.sinch_requests(FINAL_ID) == 1
+    assert len(harness.events()) == 1
+
+
+# --- permanent failures ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("", "malformed-message"),
+        ("{not json", "malformed-message"),
+        ('{"region": "euc1"}', "malformed-message"),
+        ("../../etc/passwd", "invalid-call-id"),
+        ('{"callId": "abc%2Fdef"}', "invalid-call-id"),
+    ],
+)
+def test_malformed_message_is_dropped_with_a_failure_event(
+    harness: Harness, body: str, reason: str
+) -> None:
+    # Given a malformed message next to a good one
+    response = harness.invoke(body, FINAL_ID)
+    # Then neither is retried: the bad one is permanent, the good one succeeded
+    assert response == {"batchItemFailures": []}
+    # And the bad one produced a `Call Enrichment Failed` event with its reason
+    failed = [e for e in harness.events() if e["detail-type"] == "Call Enrichment Failed"]
+    assert [e["detail"]["reason"] for e in failed] == [reason]
+    assert failed[0]["detail"]["callId"] is None
+    # And only the good call reached Sinch
+    assert [r.path for r in harness.sinch.requests] == [FakeSinch.call_path(FINAL_ID)]
+
+
+def test_unknown_call_is_a_failure_event_with_sinch_error_code(harness: Harness) -> None:
+    unknown = "00000000000000000000000000000404"
+    response = harness.invoke(json.dumps({"callId": unknown, "context": {"k": "v"}}))
+    assert response == {"batchItemFailures": []}
+    (event,) = harness.events()
+    detail = event["detail"]
+    assert (detail["reason"], detail["sinchErrorCode"], detail["httpStatus"]) == (
+        "call-not-found",
+        40400,
+        404,
+    )
+    assert detail["context"] == {"k": "v"}
+    assert harness.stack.item(unknown) is None
+
+
+def test_invalid_record_is_a_failure_event(harness: Harness) -> None:
+    bad = "badbadbadbadbadbadbadbadbadbad00"
+    harness.sinch.on_call(bad, Reply.json({"callId": bad, "duration": -5, "status": "FINAL"}))
+    response = harness.invoke(bad)
+    assert response == {"batchItemFailures": []}
+    (event,) = harness.events()
+    assert event["detail"]["reason"] == "invalid-record"
+    assert "duration" in event["detail"]["message"]
+
+
+# --- transient failures ---------------------------------------------------------------------
+
+
+def test_sinch_outage_fails_only_that_message(harness: Harness) -> None:
+    down = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0"
+    harness.sinch.on_call(down, Reply.error(503, 50300))
+    response = harness.invoke(FINAL_ID, down)
+    assert failed_ids(response) == {"msg-1"}
+    assert harness.stack.item(down) is None
+    # No failure event for a transient error: SQS redelivers, then the DLQ
+    assert [e["detail"]["callId"] for e in harness.events()] == [FINAL_ID]
+
+
+def test_auth_failure_is_retried_not_dropped(harness: Harness) -> None:
+    # Given credentials Sinch rejects (the secret is wrong even after a refresh)
+    harness.sinch.credentials = SinchCredentials(
+        application_key="other-key", application_secret=CREDENTIALS.application_secret
+    )
+    # When a batch with two calls is handled, every record fails
+    with pytest.raises(BatchProcessingError):
+        harness.invoke(FINAL_ID, "a1b2c3d4e5f60718293a4b5c6d7e8f90")
+    # Then nothing is dropped: no failure event (an operator must fix the secret; the
+    # messages go to the DLQ after maxReceiveCount and can be redriven)
+    assert harness.events() == []
+
+
+def test_mixed_batch_reports_exactly_the_retryable_messages(harness: Harness) -> None:
+    flaky = "f1a2f1a2f1a2f1a2f1a2f1a2f1a2f1a2"
+    limited = "1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e"
+    record = {**SAMPLES["busy-de"], "callId": flaky}
+    harness.sinch.on_call(flaky, Reply.error(500), Reply.json(record))  # retried in-call
+    harness.sinch.on_call(limited, Reply.error(429, 42900, headers={"Retry-After": "120"}))
+    response = harness.invoke(
+        FINAL_ID,  # ok
+        "not a call id",  # permanent
+        "00000000000000000000000000000404",  # not found
+        flaky,  # transient, recovered by the client's retries
+        limited,  # rate limited beyond the deadline: retried by SQS
+    )
+    assert failed_ids(response) == {"msg-4"}
+    kinds = sorted((e["detail-type"], e["detail"].get("reason")) for e in harness.events())
+    assert kinds == [
+        ("Call Enriched", None),
+        ("Call Enriched", None),
+        ("Call Enrichment Failed", "call-not-found"),
+        ("Call Enrichment Failed", "invalid-call-id"),
+    ]
+
+
+def test_records_not_started_in_time_are_retried(harness: Harness) -> None:
+    # Given an invocation that has almost no time left
+    context = FakeLambdaContext(remaining_ms=lambda: 400)
+    # When a batch arrives, no record can start: the invocation fails as a whole so SQS
+    # redelivers every message (never reported as success)
+    with pytest.raises(BatchProcessingError):
+        harness.invoke(FINAL_ID, "a1b2c3d4e5f60718293a4b5c6d7e8f90", context=context)
+    assert harness.sinch.requests == []
+    assert harness.stack.item(FINAL_ID) is None
+
+
+# --- ONGOING calls ---------------------------------------------------------------------------
+
+
+def test_ongoing_call_is_published_in_progress_and_rechecked(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[dict[str, Any]] = []
+    sqs = aws.client("sqs")
+    original = sqs.send_message
+
+    def spy(**kwargs: Any) -> Any:
+        sent.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(sqs, "send_message", spy)
+    # Given an ONGOING call
+    response = harness.invoke(ONGOING_ID)
+    # Then it is stored and announced as in progress
+    assert response == {"batchItemFailures": []}
+    (event,) = harness.events()
+    assert event["detail"]["status"] == "ONGOING"
+    assert event["detail"]["record"]["outcome"]["outcome"] == "in-progress"
+    # And a re-check was queued with the base delay, carrying when it was first seen
+    (recheck,) = sent
+    assert recheck["DelaySeconds"] == 30
+    body = json.loads(recheck["MessageBody"])
+    assert (body["callId"], body["recheck"], body["entryPath"]) == (ONGOING_ID, 1, "recheck")
+    # When the call has ended and the re-check arrives
+    final = {**SAMPLES["answered-us-to-gb"], "callId": ONGOING_ID}
+    harness.sinch.add_call(ONGOING_ID, final)
+    response = harness.invoke(recheck["MessageBody"])
+    # Then version 2 is FINAL, announced with the previous status, and no re-check follows
+    assert response == {"batchItemFailures": []}
+    (event,) = harness.events()
+    assert (event["detail"]["version"], event["detail"]["status"]) == (2, "FINAL")
+    assert event["detail"]["previousStatus"] == "ONGOING"
+    assert len(sent) == 1
+
+
+def test_recheck_delay_grows_and_is_capped(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[dict[str, Any]] = []
+    sqs = aws.client("sqs")
+    monkeypatch.setattr(sqs, "send_message", lambda **kw: sent.append(kw) or {"MessageId": "x"})
+    first_seen = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    body = json.dumps({"callId": ONGOING_ID, "recheck": 6, "firstSeenAt": first_seen})
+    harness.invoke(body)
+    assert sent[0]["DelaySeconds"] == 900  # 30 * 2**6 = 1920, capped at SQS's 15 minutes
+
+
+def test_call_ongoing_for_too_long_fails_not_final_in_time(harness: Harness) -> None:
+    first_seen = (datetime.now(UTC) - timedelta(hours=5)).isoformat()
+    body = json.dumps({"callId": ONGOING_ID, "recheck": 12, "firstSeenAt": first_seen})
+    response = harness.invoke(body)
+    assert response == {"batchItemFailures": []}
+    failed = [e for e in harness.events() if e["detail-type"] == "Call Enrichment Failed"]
+    assert [e["detail"]["reason"] for e in failed] == ["not-final-in-time"]
+
+
+def test_stale_ongoing_never_replaces_final(harness: Harness) -> None:
+    # Given the call is stored FINAL (and published)
+    final = {**SAMPLES["answered-us-to-gb"], "callId": ONGOING_ID}
+    harness.sinch.add_call(ONGOING_ID, final)
+    harness.invoke(ONGOING_ID)
+    harness.events()
+    # When a stale ONGOING answer arrives for it (FINAL_FRESHNESS off to force a fetch)
+    harness.sinch.add_call(ONGOING_ID, SAMPLES["ongoing-in-app-to-pstn"])
+    runtime.get_service().settings = get_settings().model_copy(
+        update={"final_freshness_seconds": 0}
+    )
+    response = harness.invoke(ONGOING_ID)
+    # Then the stored record stays FINAL at version 1 and nothing is announced
+    assert response == {"batchItemFailures": []}
+    item = harness.stack.item(ONGOING_ID)
+    assert item is not None
+    assert (item["status"], item["version"]) == ("FINAL", 1)
+    assert harness.events() == []
+
+
+# --- AWS failures and crash windows ---------------------------------------------------------
+
+
+def test_crash_between_store_and_publish_publishes_exactly_once_on_redelivery(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events_client = aws.client("events")
+    original = events_client.put_events
+
+    def broken(**_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "InternalFailure", "Message": "boom"}}, "PutEvents")
+
+    # Given PutEvents fails after the record was stored
+    monkeypatch.setattr(events_client, "put_events", broken)
+    with pytest.raises(BatchProcessingError):
+        harness.invoke(FINAL_ID)
+    item = harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert (item["version"], item["publishedVersion"]) == (1, 0)
+    assert harness.events() == []
+    # When the message is redelivered and EventBridge works again
+    monkeypatch.setattr(events_client, "put_events", original)
+    assert harness.invoke(FINAL_ID) == {"batchItemFailures": []}
+    # Then the stored version is published exactly once, and marked
+    (event,) = harness.events()
+    assert event["detail"]["eventId"] == f"{FINAL_ID}:v1"
+    item = harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert item["publishedVersion"] == 1
+    # And a further redelivery publishes nothing again
+    assert harness.invoke(FINAL_ID) == {"batchItemFailures": []}
+    assert harness.events() == []
+
+
+def test_put_events_partial_failure_retries_only_its_message(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events_client = aws.client("events")
+    original = events_client.put_events
+    other = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+    def partial(**kwargs: Any) -> Any:
+        # EventBridge accepts every entry but the one for `other`, every time
+        entries = kwargs["Entries"]
+        keep = [e for e in entries if other not in e["Detail"]]
+        response = original(**{**kwargs, "Entries": keep}) if keep else {"Entries": []}
+        results = iter(response["Entries"])
+        return {
+            "FailedEntryCount": len(entries) - len(keep),
+            "Entries": [
+                next(results)
+                if other not in e["Detail"]
+                else {"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}
+                for e in entries
+            ],
+        }
+
+    monkeypatch.setattr(events_client, "put_events", partial)
+    response = harness.invoke(FINAL_ID, other)
+    assert failed_ids(response) == {"msg-1"}
+    assert [e["detail"]["callId"] for e in harness.events()] == [FINAL_ID]
+    item = harness.stack.item(other)
+    assert item is not None
+    assert item["publishedVersion"] == 0  # stored, publish pending for the redelivery
+
+
+def test_dynamodb_throttling_retries_the_message(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dynamodb = aws.client("dynamodb")
+
+    def throttled(**_: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+            "UpdateItem",
+        )
+
+    monkeypatch.setattr(dynamodb, "update_item", throttled)
+    response = harness.invoke(FINAL_ID, "not a call id")
+    assert failed_ids(response) == {"msg-0"}
+    assert [e["detail"]["reason"] for e in harness.events()] == ["invalid-call-id"]
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+
+def test_rotated_secret_is_picked_up_after_a_401(harness: Harness) -> None:
+    # Given a first call with the current credentials (cached by the function)
+    assert harness.invoke(FINAL_ID) == {"batchItemFailures": []}
+    # When the key is rotated at Sinch and in Secrets Manager (cache not yet expired)
+    rotated = SinchCredentials(
+        application_key="rotated-key-0001",
+        application_secret="cm90YXRlZC1zZWNyZXQtZm9yLXRlc3RzLW9ubHk=",
+    )
+    harness.stack.rotate_secret(rotated)
+    harness.sinch.credentials = rotated
+    response = harness.invoke("a1b2c3d4e5f60718293a4b5c6d7e8f90")
+    # Then the 401 forced one refresh and the record succeeded with the new key
+    assert response == {"batchItemFailures": []}
+    statuses = [r.auth_check.value for r in harness.sinch.requests]
+    assert statuses == ["ok", "wrong-key", "ok"]
+    assert harness.sinch.requests[-1].header("Authorization").startswith("Application rotated-key")
+
+
+def test_sample_sqs_event_is_handled(harness: Harness) -> None:
+    # The sample event shipped for `sam local invoke -e events/sqs-batch.json`
+    event = json.loads((ROOT / "events/sqs-batch.json").read_text())
+    response = harness.invoke_event(event)
+    assert response == {"batchItemFailures": []}
+    assert {e["detail"]["callId"] for e in harness.events()} == {
+        json.loads(r["body"])["callId"] if r["body"].startswith("{") else r["body"]
+        for r in event["Records"]
+    }

@@ -1,0 +1,122 @@
+"""AWS resources for handler tests: the calls table, the queue, the bus and the Sinch secret.
+
+Works against whatever endpoint boto3 is pointed at: in-process moto (``mock_aws``) for
+integration tests, or a moto server for end-to-end runs. A rule on the bus forwards every
+event of our source to a capture queue, so tests see the events as a consumer would.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+
+from call_enricher import aws
+from call_enricher.sinch.auth import SinchCredentials
+
+EVENT_SOURCE = "call-enricher"
+_DESERIALIZER = TypeDeserializer()
+
+
+@dataclass
+class AwsStack:
+    table: str
+    queue_url: str
+    bus: str
+    capture_url: str
+    secret_id: str
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The environment variables the template gives the functions."""
+        return {
+            "CALLS_TABLE_NAME": self.table,
+            "ENRICHMENT_QUEUE_URL": self.queue_url,
+            "EVENT_BUS_NAME": self.bus,
+            "EVENT_SOURCE": EVENT_SOURCE,
+            "SINCH_SECRET_ID": self.secret_id,
+            "SINCH_SECRET_MAX_AGE_SECONDS": "300",
+            "POWERTOOLS_SERVICE_NAME": "call-enricher",
+            "POWERTOOLS_METRICS_NAMESPACE": "CallEnricher",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            **overrides,
+        }
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every EventBridge envelope delivered so far (consumed from the capture queue)."""
+        sqs = aws.client("sqs")
+        envelopes: list[dict[str, Any]] = []
+        while True:
+            messages = sqs.receive_message(
+                QueueUrl=self.capture_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return envelopes
+            for message in messages:
+                envelopes.append(json.loads(message["Body"]))
+                sqs.delete_message(
+                    QueueUrl=self.capture_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+    def item(self, call_id: str) -> dict[str, Any] | None:
+        """The calls-table item of ``call_id``, as plain Python values."""
+        response = aws.client("dynamodb").get_item(
+            TableName=self.table, Key={"callId": {"S": call_id}}, ConsistentRead=True
+        )
+        raw = response.get("Item")
+        if raw is None:
+            return None
+        return {key: _DESERIALIZER.deserialize(value) for key, value in raw.items()}
+
+    def rotate_secret(self, credentials: SinchCredentials) -> None:
+        aws.client("secretsmanager").put_secret_value(
+            SecretId=self.secret_id, SecretString=secret_string(credentials)
+        )
+
+
+def secret_string(credentials: SinchCredentials) -> str:
+    return json.dumps(
+        {
+            "applicationKey": credentials.application_key,
+            "applicationSecret": credentials.application_secret,
+        }
+    )
+
+
+def create_aws_stack(credentials: SinchCredentials, *, prefix: str | None = None) -> AwsStack:
+    """Create the stack's resources (call inside ``mock_aws`` or with a moto endpoint)."""
+    prefix = prefix or f"t{uuid.uuid4().hex[:8]}"
+    dynamodb = aws.client("dynamodb")
+    sqs = aws.client("sqs")
+    events = aws.client("events")
+    table = f"{prefix}-calls"
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "callId", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "callId", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    queue_url = sqs.create_queue(QueueName=f"{prefix}-enrichment")["QueueUrl"]
+    capture_url = sqs.create_queue(QueueName=f"{prefix}-capture")["QueueUrl"]
+    capture_arn = sqs.get_queue_attributes(QueueUrl=capture_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    bus = f"{prefix}-bus"
+    events.create_event_bus(Name=bus)
+    events.put_rule(
+        Name=f"{prefix}-capture",
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": [EVENT_SOURCE]}),
+        State="ENABLED",
+    )
+    events.put_targets(
+        Rule=f"{prefix}-capture",
+        EventBusName=bus,
+        Targets=[{"Id": "capture", "Arn": capture_arn}],
+    )
+    secret_id = aws.client("secretsmanager").create_secret(
+        Name=f"{prefix}/sinch", SecretString=secret_string(credentials)
+    )["ARN"]
+    return AwsStack(table, queue_url, bus, capture_url, secret_id)
