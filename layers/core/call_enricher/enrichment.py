@@ -76,7 +76,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -88,7 +88,6 @@ from pydantic.alias_generators import to_camel
 from call_enricher import phones
 from call_enricher.errors import InvalidRecordError
 from call_enricher.model import (
-    MAX_DEPTH,
     RECORD_MODEL_VERSION,
     CallReason,
     CallRecord,
@@ -97,10 +96,10 @@ from call_enricher.model import (
     Money,
     Party,
     PartyType,
-    decode_record_body,
+    decode_and_parse,
+    exceeds_depth,
     format_decimal,
     format_utc,
-    parse_call_record,
 )
 
 __all__ = [
@@ -128,6 +127,7 @@ __all__ = [
 
 ENRICHMENT_SCHEMA_VERSION: Final = "1.0.0"
 
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring  # C, non-ASCII kept
 _MAX_CUSTOM_JSON_CHARS: Final = 64 * 1024
 _FUTURE_TOLERANCE: Final = timedelta(minutes=5)
 _MAX_WARNING_VALUE_CHARS: Final = 40
@@ -367,9 +367,9 @@ def enrich_json(
 
     Raises :class:`InvalidRecordError` when the body is not a valid record.
     """
-    raw = decode_record_body(body)
+    raw, record = decode_and_parse(body)
     return enrich(
-        parse_call_record(raw),
+        record,
         raw=raw,
         call_id=call_id,
         base_url=base_url,
@@ -691,22 +691,9 @@ def _custom_object(custom: str | None) -> dict[str, Any] | None:
         parsed = json.loads(text, parse_float=_finite_float, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(parsed, dict) or _depth_exceeds(parsed, MAX_DEPTH):
+    if not isinstance(parsed, dict) or exceeds_depth(parsed):
         return None
     return parsed
-
-
-def _depth_exceeds(root: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values())
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
-    return False
 
 
 # --- fingerprint --------------------------------------------------------------------------------
@@ -726,40 +713,49 @@ def fingerprint(raw: Mapping[str, Any]) -> str:
 
 
 def _canonical(value: Any, out: list[str]) -> None:
-    # Iterative over containers would be longer; depth is bounded by the record parser
-    # (MAX_DEPTH) for bodies that went through it, and Python's limit otherwise.
-    if value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
-    elif isinstance(value, int):
-        out.append(str(int(value)))
-    elif isinstance(value, float | Decimal):
-        out.append(_canonical_number(value))
-    elif isinstance(value, Mapping):
+    # Recursive: bodies that went through the record parser are at most MAX_DEPTH deep.
+    kind = type(value)
+    if kind is str:
+        out.append(_encode_str(value))
+    elif kind is dict or isinstance(value, Mapping):
         out.append("{")
-        for index, key in enumerate(sorted(value, key=str)):
-            if index:
+        first = True
+        for key in _sorted_keys(value):
+            if not first:
                 out.append(",")
-            out.append(json.dumps(str(key), ensure_ascii=False))
+            first = False
+            out.append(_encode_str(key if type(key) is str else str(key)))
             out.append(":")
             _canonical(value[key], out)
         out.append("}")
-    elif isinstance(value, list | tuple):
+    elif kind is list or kind is tuple:
         out.append("[")
         for index, item in enumerate(value):
             if index:
                 out.append(",")
             _canonical(item, out)
         out.append("]")
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif isinstance(value, float | Decimal):
+        out.append(_canonical_number(value))
     elif isinstance(value, datetime):
-        out.append(json.dumps(format_utc(_utc(value))))
+        out.append(_encode_str(format_utc(_utc(value))))
     else:
-        out.append(json.dumps(str(value), ensure_ascii=False))
+        out.append(_encode_str(str(value)))
+
+
+def _sorted_keys(mapping: Mapping[Any, Any]) -> list[Any]:
+    try:
+        return sorted(mapping)
+    except TypeError:  # keys of mixed types (not from JSON)
+        return sorted(mapping, key=str)
 
 
 def _canonical_number(value: float | Decimal) -> str:

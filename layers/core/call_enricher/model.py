@@ -78,7 +78,9 @@ __all__ = [
     "Party",
     "PartyType",
     "UnknownEnumValue",
+    "decode_and_parse",
     "decode_record_body",
+    "exceeds_depth",
     "format_decimal",
     "format_utc",
     "loads_exact",
@@ -478,6 +480,13 @@ def parse_call_record(data: bytes | bytearray | str | Mapping[str, Any]) -> Call
     JSON, not an object, or a field is invalid; ``details`` lists
     ``{"field": <Sinch name, dotted>, "problem": <text>}`` for every problem found.
     """
+    return decode_and_parse(data)[1]
+
+
+def decode_and_parse(
+    data: bytes | bytearray | str | Mapping[str, Any],
+) -> tuple[Mapping[str, Any], CallRecord]:
+    """Like :func:`parse_call_record`, also returning the decoded body (for a fingerprint)."""
     mapping = decode_record_body(data)
     problems: list[dict[str, str]] = []
     clean, extra = _clean(mapping, problems)
@@ -485,7 +494,7 @@ def parse_call_record(data: bytes | bytearray | str | Mapping[str, Any]) -> Call
         raise _invalid(problems)
     clean["extra_keys"] = tuple(sorted(extra))
     try:
-        return CallRecord.model_validate(clean)
+        return mapping, CallRecord.model_validate(clean)
     except ValidationError as exc:
         raise _invalid(_problems_from(exc)) from None
 
@@ -518,21 +527,35 @@ def decode_record_body(data: bytes | bytearray | str | Mapping[str, Any]) -> Map
         raise _invalid([{"field": "$", "problem": "body must be JSON text or a mapping"}])
     if not isinstance(decoded, Mapping):
         raise _invalid([{"field": "$", "problem": "body must be a JSON object"}])
-    if _too_deep(decoded):
+    if exceeds_depth(decoded):
         raise _invalid([{"field": "$", "problem": f"nested deeper than {MAX_DEPTH} levels"}])
     return decoded
 
 
-def _too_deep(root: Any) -> bool:
-    stack: list[tuple[Any, int]] = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
+_LEAF_TYPES: Final = frozenset({str, int, float, Decimal, bool, type(None)})
+_CONTAINER_TYPES: Final = (Mapping, list, tuple)
+
+
+def exceeds_depth(root: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when objects/arrays nest deeper than ``limit`` levels (``root`` is level 1).
+
+    Iterative, so it is safe on any input, however deep.
+    """
+    level: list[Any] = [root]
+    depth = 1
+    while level:
+        if depth > limit:
             return True
-        if isinstance(node, Mapping):
-            stack.extend((child, depth + 1) for child in node.values())
-        elif isinstance(node, list | tuple):
-            stack.extend((child, depth + 1) for child in node)
+        below: list[Any] = []
+        for node in level:
+            children = node.values() if type(node) is dict or isinstance(node, Mapping) else node
+            below.extend(
+                child
+                for child in children
+                if type(child) not in _LEAF_TYPES and isinstance(child, _CONTAINER_TYPES)
+            )
+        level = below
+        depth += 1
     return False
 
 
