@@ -1,0 +1,223 @@
+"""The ``call-enricher`` command line.
+
+Commands:
+
+* ``enrich CALL_ID...``: fetch each call from Sinch, validate, enrich, print one JSON
+  document per call (one per line) on stdout.
+* ``enrich-file PATH`` (``-`` for stdin): the same from a saved Get Call JSON body, offline.
+* ``demo``: the pipeline on the sample records in ``events/sinch/``, offline.
+
+Errors go to stderr as one line ``error: <reason>: <message>``; the exit code tells the
+class apart (see :data:`EXIT_CODES`). With several call IDs every ID is attempted and the
+exit code is that of the first failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from call_enricher import errors
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_INVALID_RECORD = 4
+EXIT_UPSTREAM_UNAVAILABLE = 5
+EXIT_AUTH_OR_CONFIG = 6
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_UNEXPECTED: "unexpected error (a bug: please report it)",
+    EXIT_BAD_INPUT: "bad input: invalid call ID, unreadable file, bad arguments",
+    EXIT_NOT_FOUND: "Sinch does not know the call (404)",
+    EXIT_INVALID_RECORD: "Sinch returned a record that is not valid",
+    EXIT_UPSTREAM_UNAVAILABLE: "Sinch unavailable, rate limited or timed out (retry later)",
+    EXIT_AUTH_OR_CONFIG: "authentication or configuration problem (credentials, region, URL)",
+}
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLES_DIR = REPO_ROOT / "events" / "sinch"
+
+
+def exit_code_for(error: errors.CallEnricherError) -> int:
+    """Map a domain error to the CLI's exit code (the CLI's edge of the error taxonomy)."""
+    if isinstance(error, errors.CallNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(error, errors.InvalidRecordError):
+        return EXIT_INVALID_RECORD
+    if isinstance(error, errors.InvalidCallIdError | errors.MalformedMessageError):
+        return EXIT_BAD_INPUT
+    if isinstance(error, errors.SinchAuthError | errors.ConfigurationError):
+        return EXIT_AUTH_OR_CONFIG
+    if isinstance(error, errors.SinchRejectedError):
+        return EXIT_AUTH_OR_CONFIG if error.http_status == 403 else EXIT_BAD_INPUT
+    if error.error_class is errors.ErrorClass.TRANSIENT:
+        return EXIT_UPSTREAM_UNAVAILABLE
+    return EXIT_UNEXPECTED
+
+
+def _report(error: errors.CallEnricherError, stderr: TextIO, call_id: str | None = None) -> int:
+    where = f" [{call_id}]" if call_id else ""
+    extra = f" (Sinch errorCode {error.sinch_error_code})" if error.sinch_error_code else ""
+    print(f"error{where}: {error.reason}: {error.message}{extra}", file=stderr)
+    return exit_code_for(error)
+
+
+def _dump(document: dict[str, Any], stdout: TextIO, *, pretty: bool) -> None:
+    text = json.dumps(document, indent=2 if pretty else None, ensure_ascii=False)
+    print(text, file=stdout, flush=True)
+
+
+# -- enrich ----------------------------------------------------------------------------
+
+
+def _credentials_from_env() -> Any:
+    from call_enricher.sinch.auth import SinchCredentials
+
+    key = os.environ.get("SINCH_APPLICATION_KEY", "")
+    secret = os.environ.get("SINCH_APPLICATION_SECRET", "")
+    if not key or not secret:
+        raise errors.ConfigurationError(
+            "set SINCH_APPLICATION_KEY and SINCH_APPLICATION_SECRET (the Voice application's "
+            "key and secret from the Sinch dashboard)"
+        )
+    return SinchCredentials(application_key=key, application_secret=secret)
+
+
+def cmd_enrich(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from call_enricher.callid import validate_call_id
+    from call_enricher.pipeline import fetch_and_enrich
+    from call_enricher.sinch.auth import AuthScheme
+    from call_enricher.sinch.client import SinchClient
+    from call_enricher.sinch.regions import resolve_base_url
+
+    try:
+        base_url = resolve_base_url(region=args.region, base_url=args.base_url)
+        credentials = _credentials_from_env()
+    except errors.CallEnricherError as exc:
+        return _report(exc, stderr)
+    client = SinchClient(
+        credentials,
+        base_url=base_url,
+        auth=AuthScheme(args.auth),
+        read_timeout=args.timeout,
+        max_attempts=args.max_attempts,
+    )
+    status = EXIT_OK
+    try:
+        for call_id in args.call_ids:
+            try:
+                validate_call_id(call_id)
+                enriched, _ = fetch_and_enrich(client, call_id, region=args.region)
+            except errors.CallEnricherError as exc:
+                code = _report(exc, stderr, call_id)
+                status = status or code
+                continue
+            _dump(enriched.model_dump(mode="json", by_alias=True), stdout, pretty=args.pretty)
+    finally:
+        client.close()
+    return status
+
+
+def cmd_enrich_file(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from call_enricher.enrichment import enrich
+    from call_enricher.model import parse_call_record
+
+    try:
+        body = sys.stdin.buffer.read() if args.path == "-" else Path(args.path).read_bytes()
+    except OSError as exc:
+        print(f"error: bad-input: cannot read {args.path}: {exc.strerror}", file=stderr)
+        return EXIT_BAD_INPUT
+    try:
+        record = parse_call_record(body)
+        raw = json.loads(body)
+        enriched = enrich(record, raw=raw, region=args.region, base_url=args.base_url)
+    except errors.CallEnricherError as exc:
+        return _report(exc, stderr)
+    _dump(enriched.model_dump(mode="json", by_alias=True), stdout, pretty=args.pretty)
+    return EXIT_OK
+
+
+# -- demo ------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from call_enricher_tools.demo import run_offline_demo
+
+    return run_offline_demo(SAMPLES_DIR, stdout=stdout, stderr=stderr)
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="call-enricher",
+        description="Turn Sinch Voice call IDs into validated, enriched call records.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enrich = sub.add_parser(
+        "enrich",
+        help="fetch calls from Sinch and print their enriched records",
+        description="Credentials come from SINCH_APPLICATION_KEY and SINCH_APPLICATION_SECRET.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    enrich.add_argument("call_ids", nargs="+", metavar="CALL_ID")
+    where = enrich.add_mutually_exclusive_group()
+    where.add_argument(
+        "--region",
+        default=None,
+        help="Sinch region: global, euc1, use1, sae1, apse1, apse2 (default: global)",
+    )
+    where.add_argument("--base-url", default=None, help="explicit base URL (sandbox, tests)")
+    enrich.add_argument("--auth", choices=["signed", "basic"], default="signed")
+    enrich.add_argument("--timeout", type=float, default=10.0, help="read timeout, seconds")
+    enrich.add_argument("--max-attempts", type=int, default=3)
+    enrich.add_argument("--pretty", action="store_true", help="indent the JSON output")
+    enrich.set_defaults(func=cmd_enrich)
+
+    enrich_file = sub.add_parser("enrich-file", help="enrich a saved Get Call JSON body (offline)")
+    enrich_file.add_argument("path", metavar="PATH", help="a JSON file, or - for stdin")
+    enrich_file.add_argument("--region", default=None, help="region the record came from")
+    enrich_file.add_argument("--base-url", default=None, help="base URL the record came from")
+    enrich_file.add_argument("--pretty", action="store_true", help="indent the JSON output")
+    enrich_file.set_defaults(func=cmd_enrich_file)
+
+    demo = sub.add_parser("demo", help="run the pipeline on the bundled sample records")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args, out, err))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
