@@ -50,7 +50,7 @@ WITHHELD_ENDPOINTS: Final = frozenset(
     {"", "private", "anonymous", "unknown", "withheld", "restricted", "unavailable"}
 )
 
-_PHONE_LIKE = re.compile(r"\+?[0-9][0-9 ().\-/]*")
+_PHONE_LIKE = re.compile(r"\+?\(?[0-9][0-9 ().\-/]*")
 _NOT_DIGIT = re.compile(r"\D")
 
 

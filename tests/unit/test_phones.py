@@ -1,0 +1,196 @@
+"""Phone number analysis (libphonenumber) and log-safe masking."""
+
+from __future__ import annotations
+
+import pytest
+
+from call_enricher import phones
+from call_enricher.phones import NumberType, analyse_number, is_withheld, mask_number
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164", "country", "number_type"),
+    [
+        ("+12125550123", "+12125550123", "US", NumberType.FIXED_LINE_OR_MOBILE),
+        ("+442079460123", "+442079460123", "GB", NumberType.FIXED_LINE),
+        ("+46701740605", "+46701740605", "SE", NumberType.MOBILE),
+        ("+46846500400", "+46846500400", "SE", NumberType.FIXED_LINE),
+        ("+4915228817386", "+4915228817386", "DE", NumberType.MOBILE),
+        ("+5511987654321", "+5511987654321", "BR", NumberType.MOBILE),
+        ("+6581234567", "+6581234567", "SG", NumberType.MOBILE),
+        ("+61491570156", "+61491570156", "AU", NumberType.MOBILE),
+        ("+919876543210", "+919876543210", "IN", NumberType.MOBILE),
+        ("+18005550199", "+18005550199", "US", NumberType.TOLL_FREE),
+        ("+1 (212) 555-0123", "+12125550123", "US", NumberType.FIXED_LINE_OR_MOBILE),
+    ],
+)
+def test_valid_numbers_of_several_countries(raw, e164, country, number_type):
+    # Given a valid international number
+    info = analyse_number(raw)
+    # Then libphonenumber's facts are reported
+    assert (info.e164, info.country, info.number_type) == (e164, country, number_type)
+    assert info.valid
+    assert info.possible
+    assert info.calling_code == int(e164[1:3]) or e164.startswith(f"+{info.calling_code}")
+    assert info.parsed_as == "e164"
+
+
+def test_geography_and_time_zones_of_a_fixed_line():
+    info = analyse_number("+12125550123")
+    assert info.geo_description == "New York, NY"
+    assert info.time_zones == ("America/New_York",)
+    assert info.international == "+1 212-555-0123"
+    assert info.carrier is None  # carriers are only known for mobile ranges
+
+
+def test_carrier_of_a_mobile_range():
+    info = analyse_number("+6581234567")
+    assert info.carrier == "SingTel"
+    assert info.geo_description == "Singapore"
+    assert info.time_zones == ("Asia/Singapore",)
+
+
+def test_possible_but_invalid_number():
+    # Given Ofcom's drama mobile range, which libphonenumber does not consider valid
+    info = analyse_number("+447700900123")
+    # Then it is possible, not valid, and no country/type/geography is claimed
+    assert (info.valid, info.possible) == (False, True)
+    assert info.e164 == "+447700900123"
+    assert info.calling_code == 44
+    assert info.country is None
+    assert info.number_type is NumberType.UNKNOWN
+    assert (info.geo_description, info.carrier, info.time_zones) == (None, None, ())
+
+
+def test_non_geographic_number_has_no_country():
+    info = analyse_number("+80012345678")
+    assert info.valid
+    assert info.country is None
+    assert info.calling_code == 800
+    assert info.number_type is NumberType.TOLL_FREE
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "parsed_as"),
+    [
+        ("46701740605", None, "e164-without-plus"),
+        ("0046701740605", None, "international-prefix"),
+        ("0701740605", "SE", "national"),
+        ("0701740605", "se", "national"),
+        ("070-174 06 05", "SE", "national"),
+        ("tel:+46701740605", None, "e164"),
+    ],
+)
+def test_numbers_without_plus_are_read_tolerantly(raw, region, parsed_as):
+    # Given a Swedish mobile written without '+'
+    info = analyse_number(raw, default_region=region)
+    # Then it is understood, and how it was read is reported
+    assert info.valid
+    assert info.e164 == "+46701740605"
+    assert info.parsed_as == parsed_as
+
+
+def test_national_format_needs_a_default_region():
+    info = analyse_number("0701740605")
+    assert not info.valid
+    assert info.country is None
+
+
+def test_e164_without_plus_wins_over_the_national_reading_when_valid():
+    # Given a US number without '+', and a default region where it could be national
+    info = analyse_number("12125550123", default_region="SE")
+    # Then the E.164 reading (Sinch's convention) wins
+    assert (info.e164, info.parsed_as) == ("+12125550123", "e164-without-plus")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["", " ", "+", "abc", "private", "1-800-FLOWERS", "+46 70 abc", "++46", "9" * 65, "☎️"],
+)
+def test_garbage_never_raises(raw):
+    info = analyse_number(raw)
+    assert not info.valid
+    assert info.number_type is NumberType.UNKNOWN
+
+
+def test_non_strings_never_raise():
+    assert not analyse_number(None).valid  # type: ignore[arg-type]
+    assert not analyse_number(46701740605).valid  # type: ignore[arg-type]
+
+
+def test_analysis_is_cached_per_text_and_region():
+    # Given a number analysed once
+    first = analyse_number("+4969900090123")
+    hits = phones._analyse.cache_info().hits
+    # When it is analysed again
+    second = analyse_number("+4969900090123")
+    # Then the cached result is returned
+    assert second is first
+    assert phones._analyse.cache_info().hits == hits + 1
+    # And a different default region is a different entry
+    assert analyse_number("+4969900090123", default_region="DE") == first
+
+
+def test_preload_is_idempotent():
+    phones.preload()
+    phones.preload()
+    assert phones._extras.cache_info().currsize == 1
+
+
+# --- withheld and phone-like ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["private", "Private", " ANONYMOUS ", "unknown", "withheld", "restricted", ""]
+)
+def test_withheld_markers(endpoint):
+    assert is_withheld(endpoint)
+
+
+@pytest.mark.parametrize("endpoint", [None, "+46701740605", "privateer", "alice"])
+def test_not_withheld(endpoint):
+    assert not is_withheld(endpoint)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("+46701740605", True), ("070-174 06 05", True), ("(212) 555", True), ("alice", False)],
+)
+def test_looks_like_phone_number(text, expected):
+    assert phones.looks_like_phone_number(text) is expected
+
+
+# --- masking --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("+46701740605", "+46*******05"),
+        ("+12125550123", "+1********23"),
+        ("+1 (212) 555-0123", "+1********23"),
+        ("+80012345678", "+800******78"),
+        ("46701740605", "*********05"),
+        ("+4612", "+46**"),
+        ("1234", "****"),
+        ("+19876543210@example.sip.sinch.com", "+1********10@example.sip.sinch.com"),
+        ("sip:alice@sip.example.com;transport=tls", "sip:a***e@sip.example.com;transport=tls"),
+        ("tel:+46701740605", "tel:+46*******05"),
+        ("myUserName", "m********e"),
+        ("bob", "***"),
+        ("private", "private"),
+        ("sip:anonymous@anonymous.invalid", "sip:anonymous@anonymous.invalid"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_mask_number(raw, masked):
+    assert mask_number(raw) == masked
+
+
+def test_masking_keeps_only_the_calling_code_and_two_digits():
+    # Given a full E.164 number
+    masked = mask_number("+5511987654321")
+    # Then only +55 and the last two digits remain readable
+    assert masked == "+55*********21"
+    assert "987654321" not in masked
