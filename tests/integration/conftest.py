@@ -12,7 +12,7 @@ import pytest
 
 from call_enricher.sinch.auth import SinchCredentials
 from call_enricher.sinch.client import SinchClient
-from tests.support.fake_sinch import FakeSinch
+from tests.support.fake_sinch import FakeSinch, self_signed_tls
 
 # A recognisable secret: tests search logs and exception text for it (and its pieces).
 TEST_SECRET_BYTES = b"never-log-this-secret-0123456789"
@@ -86,3 +86,12 @@ def closed_port() -> int:
 def deadline_in() -> Callable[[float], float]:
     """``deadline_in(s)``: a deadline ``s`` seconds from now on the client's default clock."""
     return lambda seconds: time.monotonic() + seconds
+
+
+@pytest.fixture(scope="session")
+def tls_server_material(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """(server SSLContext, certificate path) for an HTTPS fake on 127.0.0.1."""
+    material = self_signed_tls(tmp_path_factory.mktemp("tls"))
+    if material is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    return material

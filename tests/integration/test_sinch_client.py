@@ -609,3 +609,61 @@ def test_requests_made_are_recorded_with_headers_for_other_tests(fake_sinch, mak
     fake_sinch.on_call(CALL_ID, answer)
     response = make_client().get_call(CALL_ID)
     assert response.data["echo"] == seen[0].header("x-timestamp")
+
+
+# --- TLS and redirect policy ---------------------------------------------------------------
+
+
+def test_https_with_a_trusted_certificate_works_and_is_signed(
+    tls_server_material, sinch_credentials, make_client, monkeypatch
+):
+    # Given an HTTPS fake whose certificate is trusted through REQUESTS_CA_BUNDLE
+    context, cert = tls_server_material
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    with FakeSinch(credentials=sinch_credentials, ssl_context=context) as secure:
+        secure.on_call(CALL_ID, Reply.json(RECORD))
+        # When the client asks over https
+        response = make_client(base_url=secure.base_url).get_call(CALL_ID)
+        # Then TLS was verified, the request signed, the record returned
+        assert secure.base_url.startswith("https://")
+        assert response.data == RECORD
+        assert [r.auth_check for r in secure.requests] == [SignatureCheck.OK]
+
+
+def test_https_with_an_untrusted_certificate_sends_nothing(
+    tls_server_material, sinch_credentials, make_client, monkeypatch
+):
+    # Given an HTTPS server whose certificate nobody vouches for
+    context, _ = tls_server_material
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with FakeSinch(credentials=sinch_credentials, ssl_context=context) as suspicious:
+        client = make_client(base_url=suspicious.base_url, max_attempts=1)
+        # Then the connection fails before any request (and its signature) is sent
+        with pytest.raises(errors.SinchUnavailableError, match="SSLError"):
+            client.get_call(CALL_ID)
+        assert suspicious.requests == []
+
+
+@pytest.mark.parametrize(
+    ("target", "allowed"),
+    [
+        ("https://calling-euc1.api.sinch.com/calling/v1/calls/id/x", True),
+        ("https://CALLING-USE1.API.SINCH.COM/calling/v1/calls/id/x", True),
+        ("https://calling-euc1.api.sinch.com:8443/x", True),
+        ("http://calling-euc1.api.sinch.com/x", False),  # never downgrade to plain http
+        ("https://api.sinch.com.evil.example/x", False),
+        ("https://evilapi.sinch.com/x", False),
+        ("https://calling.api.sinch.com@evil.example/x", False),
+        ("https://user:pw@calling-euc1.api.sinch.com/x", False),
+        ("https://127.0.0.1/x", False),  # base host, but another scheme
+        ("http://127.0.0.1:1/x", True),  # the configured (sandbox) host
+        ("http://localhost/x", False),
+        ("ftp://calling.api.sinch.com/x", False),
+    ],
+)
+def test_redirect_policy(make_client, target, allowed):
+    # Given a client configured for http://127.0.0.1:<port>
+    client = make_client()
+    # Then only Sinch's https hosts and the configured host may receive our credentials
+    assert client._redirect_allowed(target) is allowed

@@ -19,6 +19,9 @@ are answered 401 with Sinch's error code (40100 header, 40101 x-timestamp, 40102
 40108 credentials) and the result is kept on the recorded request (``auth_check``).
 ``credentials`` can be swapped at any time (key rotation).
 
+TLS: pass ``ssl_context`` (a server context with a certificate for 127.0.0.1) and the fake
+serves HTTPS; see :func:`self_signed_tls` for one made with ``openssl``.
+
 Timing: ``Reply(delay=...)`` answers late, ``Reply(hang=True)`` never answers (the handler
 waits until the server stops), both without holding up ``stop()``.
 """
@@ -27,12 +30,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -153,8 +160,10 @@ class FakeSinch:
         default: Script | None = None,
         max_skew_seconds: float = 300,
         hang_limit_seconds: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.credentials = credentials
+        self.ssl_context = ssl_context
         self.accepted_schemes = accepted_schemes
         self.default: Script = default or not_found_reply()
         self.max_skew_seconds = max_skew_seconds
@@ -175,6 +184,8 @@ class FakeSinch:
             owner = fake
 
         server = _Server((LOOPBACK, 0), Handler)
+        if self.ssl_context is not None:
+            server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._release.clear()
         self._thread = threading.Thread(
@@ -207,7 +218,8 @@ class FakeSinch:
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     # --- scripting -----------------------------------------------------------------------
 
@@ -294,6 +306,33 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that time out and hang up are part of the tests: stay quiet.
         pass
+
+    # A failed TLS handshake in accept() raises ssl.SSLError, an OSError, which
+    # socketserver already drops without stopping the serving thread.
+
+
+def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path] | None:
+    """A server context for 127.0.0.1 and its certificate file (the CA to trust).
+
+    Made with the ``openssl`` command line; ``None`` when it is not installed.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    cert, key = directory / "fake-sinch.crt", directory / "fake-sinch.key"
+    subprocess.run(  # noqa: S603 - fixed argv, no shell
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, cert
 
 
 class _Handler(BaseHTTPRequestHandler):
