@@ -189,7 +189,7 @@ class FakeSinch:
         self._server = server
         self._release.clear()
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
         return self
@@ -302,6 +302,7 @@ class FakeSinch:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # the default 5 drops SYNs under a burst: 1 s client stalls
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that time out and hang up are part of the tests: stay quiet.
@@ -338,6 +339,7 @@ def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path] | None:
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeSinch
     protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is exercised
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
