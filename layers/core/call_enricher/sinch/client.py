@@ -8,7 +8,9 @@ per Lambda execution environment (at cold start) and shared by the worker thread
   adapter (no cookies, no ``.netrc``, no automatic redirects, no urllib3 retries);
 * explicit ``(connect, read)`` timeouts; with a ``deadline`` (a value of ``clock()``, e.g.
   tied to the Lambda's remaining time) each attempt's timeouts shrink to fit it, and a body
-  that trickles in past the deadline is abandoned;
+  still arriving at the deadline is abandoned (checked between 16 KiB chunks: the read
+  timeout bounds each socket read, not a whole body trickled byte by byte; the Lambda
+  timeout is the backstop for that pathological case);
 * errors classified once, into :mod:`call_enricher.errors`, as the Sinch notes' table says:
 
   ======================  =========================  ===================================
