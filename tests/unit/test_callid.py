@@ -141,3 +141,12 @@ def test_one_foreign_character_anywhere_is_refused_at_its_index(prefix, bad, suf
         validate_call_id(prefix + bad + suffix)
     assert caught.value.details["index"] == len(prefix)
     assert caught.value.details["codepoint"] == ord(bad)
+
+
+def test_a_phone_number_given_as_call_id_is_not_echoed() -> None:
+    # Given a producer that sends a phone number instead of a call ID
+    with pytest.raises(errors.InvalidCallIdError) as caught:
+        validate_call_id("+12125550123")
+    # Then the error names the problem without the full number
+    assert "2125550123" not in str(caught.value)
+    assert "23" in str(caught.value)

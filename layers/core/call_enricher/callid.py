@@ -44,9 +44,19 @@ _VALID = re.compile(r"[A-Za-z0-9_-]+")
 _PREFIX_CHARS = 12
 
 
+_DIGIT_RUN = re.compile(r"\d{5,}")
+
+
 def _preview(value: str) -> str:
-    """A short, escaped prefix of untrusted text, safe to put in a message or a log."""
-    shown = ascii(value[:_PREFIX_CHARS])
+    """A short, escaped prefix of untrusted text, safe to put in a message or a log.
+
+    Runs of five or more digits are masked but for their last two: a producer that puts a
+    phone number where a call ID belongs must not get it into our logs and events.
+    """
+    prefix = _DIGIT_RUN.sub(
+        lambda m: "*" * (len(m.group()) - 2) + m.group()[-2:], value[:_PREFIX_CHARS]
+    )
+    shown = ascii(prefix)
     return shown if len(value) <= _PREFIX_CHARS else f"{shown}..."
 
 

@@ -28,7 +28,6 @@ def build_service(settings: Settings) -> EnrichmentService:
     from call_enricher.publishing import EventPublisher
     from call_enricher.queueing import EnrichmentQueue
     from call_enricher.secrets import SecretsManagerCredentials
-    from call_enricher.sinch.auth import AuthScheme
     from call_enricher.sinch.client import AttemptInfo, SinchClient
     from call_enricher.storage import CallStore
 
@@ -40,7 +39,7 @@ def build_service(settings: Settings) -> EnrichmentService:
         return SinchClient(
             credentials,
             base_url=base_url,
-            auth=AuthScheme(settings.sinch_auth_scheme.value),
+            auth=settings.sinch_auth_scheme,
             connect_timeout=settings.sinch_connect_timeout_seconds,
             read_timeout=settings.sinch_read_timeout_seconds,
             max_attempts=settings.sinch_max_attempts,

@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from enum import StrEnum
 from functools import cache
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from call_enricher.errors import ConfigurationError
+from call_enricher.sinch.auth import AuthScheme as SinchAuthScheme
 
 SQS_MAX_DELAY_SECONDS = 900
-
-
-class SinchAuthScheme(StrEnum):
-    BASIC = "basic"
-    SIGNED = "signed"
 
 
 class Settings(BaseModel):
