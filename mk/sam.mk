@@ -38,8 +38,8 @@ $(SAM_STAMP): requirements-sam.txt requirements-checkov.txt scripts/find-python3
 	$(CHECKOV_BIN)/pip install $(PIP_FLAGS) -r requirements-checkov.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	@touch $@
 
-template-check: sam-setup ## validate, lint and security-scan template.yaml, then sam build (no container)
-	$(MAKE) --no-print-directory sam-validate sam-lint cfn-lint checkov sam-build
+# Prerequisites run in this order (make is serial unless -j).
+template-check: sam-validate sam-lint cfn-lint checkov sam-build ## validate, lint and security-scan template.yaml, then sam build (no container)
 
 sam-validate: sam-setup
 	$(SAM_ENV) $(SAM_BIN)/sam validate --template-file $(TEMPLATE) --region $(AWS_DEFAULT_REGION)
