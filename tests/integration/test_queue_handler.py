@@ -7,6 +7,7 @@ the signature of every request. The sample records in events/sinch/ are what Sin
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -482,3 +483,41 @@ def test_sample_sqs_event_is_handled(harness: Harness) -> None:
         json.loads(r["body"])["callId"] if r["body"].startswith("{") else r["body"]
         for r in event["Records"]
     }
+
+
+# --- observability -----------------------------------------------------------------------
+
+
+def test_metrics_and_logs_are_emitted_without_phone_numbers(
+    harness: Harness, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from call_enricher.observability import logger
+
+    log_stream = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", log_stream)
+    # Given a batch with a success and a permanent failure
+    harness.invoke(FINAL_ID, "00000000000000000000000000000404")
+    output_lines = capsys.readouterr().out.splitlines() + log_stream.getvalue().splitlines()
+    lines = [json.loads(line) for line in output_lines if line.startswith("{")]
+    # Then EMF metrics carry the counts, Sinch latency and the failure reason
+    emf = [line for line in lines if "_aws" in line]
+    names = {
+        metric["Name"]
+        for line in emf
+        for directive in line["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+    }
+    assert {"RecordsEnriched", "SinchLatency", "SinchResponses", "EnrichmentFailed"} <= names
+    failed = next(line for line in emf if "EnrichmentFailed" in line)
+    assert failed["reason"] == "call-not-found"
+    # And each record's log line names its call and message
+    records = [line for line in lines if line.get("message") == "record processed"]
+    assert {(r["callId"], r["messageId"]) for r in records} == {
+        (FINAL_ID, "msg-0"),
+        ("00000000000000000000000000000404", "msg-1"),
+    }
+    # And no full phone number of the record appears anywhere in the output
+    record = SAMPLES["answered-us-to-gb"]
+    output = json.dumps(lines)
+    for party in ("from", "to"):
+        assert record[party]["endpoint"].lstrip("+") not in output
