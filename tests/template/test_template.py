@@ -1229,3 +1229,19 @@ def test_the_layer_ships_botocore_only_together_with_its_boto3(sam_build: Path) 
         assert high is not None
         assert version >= tuple(int(x) for x in low.group(1).split("."))
         assert version < tuple(int(x) for x in high.group(1).split("."))
+
+
+def test_the_samples_parse_with_the_powertools_event_classes_the_handlers_use() -> None:
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, SQSEvent
+
+    sqs = SQSEvent(load_event("sqs-batch.json"))
+    assert [r.message_id for r in sqs.records] == [
+        r["messageId"] for r in load_event("sqs-batch.json")["Records"]
+    ]
+    for name in ("api-post-calls.json", "api-get-call.json", "api-post-enrich.json"):
+        api = APIGatewayProxyEventV2(load_event(name))
+        assert api.request_context.authorizer.iam.user_arn.startswith("arn:aws:sts::")
+        assert api.raw_path.startswith("/calls")
+    dice = APIGatewayProxyEventV2(load_event("sinch-dice-callback.json"))
+    assert dice.headers["x-timestamp"] == "2026-11-26T10:00:00.123Z"
+    assert dice.decoded_body == load_event("sinch-dice-callback.json")["body"]
