@@ -240,8 +240,8 @@ def mask_number(raw: str | None) -> str:
 
     * phone-like text: ``+``, the country calling code and the last 2 digits are kept, every
       other digit becomes ``*`` (``+46701740605`` -> ``+46*******05``); without ``+`` only the
-      last 2 digits are kept; numbers of 4 digits or fewer (after the calling code) are fully
-      masked. Separators are dropped.
+      last 2 digits are kept; numbers of 4 digits or fewer after the calling code are fully
+      masked (calling code included). Separators are dropped.
     * SIP addresses (``user@host``, optional ``sip:``/``sips:`` scheme): the user part is
       masked by these rules, the host (infrastructure, not personal) is kept.
     * withheld markers (``private``, ``anonymous``, ...) are kept as they are.
@@ -280,11 +280,14 @@ def _mask_digits(text: str) -> str:
     digits = _NOT_DIGIT.sub("", text)
     head = _calling_code_prefix(digits) if plus else ""
     rest = digits[len(head) :]
-    masked = "*" * (len(rest) - 2) + rest[-2:] if len(rest) > 4 else "*" * len(rest)
-    return ("+" if plus else "") + head + masked
+    if len(rest) <= 4:  # too short to show anything
+        return ("+" if plus else "") + "*" * len(digits)
+    return ("+" if plus else "") + head + "*" * (len(rest) - 2) + rest[-2:]
 
 
 def _calling_code_prefix(digits: str) -> str:
+    if digits.startswith("0"):
+        return ""  # no calling code starts with 0
     for length in (1, 2, 3):
         if int(digits[:length] or 0) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
             return digits[:length]
