@@ -125,6 +125,45 @@ records = st.fixed_dictionaries(
     },
 )
 
+# Values of the right JSON types (mostly valid): nearly every draw parses, so enrichment runs.
+plausible_parties = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["number", "Number", "username", "Username", "sip", "did", "x"]),
+        "endpoint": endpoints,
+    },
+)
+plausible_money = st.fixed_dictionaries(
+    {},
+    optional={
+        "currencyId": st.sampled_from(["USD", "EUR", "SEK", None]),
+        "amount": st.one_of(
+            st.decimals(min_value=-1, max_value=10**6, places=8), st.integers(0, 10**6)
+        ),
+    },
+)
+plausible_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "callId": st.text(max_size=40),
+        "from": st.one_of(plausible_parties, endpoints),
+        "to": plausible_parties,
+        "domain": st.sampled_from(["pstn", "mxp", "PSTN", "webrtc"]),
+        "duration": st.integers(min_value=0, max_value=31 * 86_400),
+        "status": st.sampled_from(["FINAL", "ONGOING", "final", "PAUSED"]),
+        "result": st.sampled_from(["N/A", "ANSWERED", "BUSY", "NOANSWER", "FAILED", "ODD"]),
+        "reason": st.sampled_from(
+            ["N/A", "TIMEOUT", "CALLERHANGUP", "CALLEEHANGUP", "CANCEL", "BLOCKED", "ODD"]
+        ),
+        "timestamp": st.datetimes(
+            min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)
+        ).map(lambda d: d.isoformat()),
+        "custom": st.one_of(st.text(max_size=40), custom_json.map(json.dumps)),
+        "userRate": plausible_money,
+        "debit": plausible_money,
+    },
+)
+
 
 def _enrich_parsed(record_body: Any) -> None:
     """Parse; when it parses, enrich and serialise strictly. Only InvalidRecordError may escape."""
@@ -152,6 +191,19 @@ def _enrich_parsed(record_body: Any) -> None:
 @given(records)
 def test_schema_shaped_dicts_parse_or_fail_cleanly_and_always_enrich(body):
     _enrich_parsed(body)
+
+
+@SETTINGS
+@given(plausible_records)
+def test_plausible_records_always_parse_and_enrich(body):
+    # Given a record with values of the right JSON types
+    record = parse_call_record(body)
+    # Then it parses, and enriches into strict JSON
+    enriched = enrich(record, raw=body, call_id=record.call_id or "asked-for", enriched_at=NOW)
+    public = enriched.model_dump(mode="json", by_alias=True)
+    json.dumps(public, allow_nan=False)
+    assert public["isFinal"] is (public["status"] == "FINAL")
+    assert public["provenance"]["fingerprint"] == fingerprint(body)
 
 
 @SETTINGS
