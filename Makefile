@@ -14,6 +14,8 @@ export AWS_DEFAULT_REGION ?= eu-west-1
 
 .PHONY: help setup test lint typecheck pytest demo bench clean
 
+include mk/sam.mk
+
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -27,12 +29,13 @@ $(STAMP): pyproject.toml layers/core/requirements.txt requirements-dev.txt scrip
 	$(BIN)/pip install $(PIP_FLAGS) -e . -r requirements-dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
 	@touch $@
 
-test: setup ## lint, type-check and run the whole test suite
+test: setup sam-setup ## lint, type-check and run every test (template checks and sam build included)
 	$(MAKE) --no-print-directory lint typecheck pytest
 
-lint: setup ## ruff lint + format check
+lint: setup ## ruff lint + format check, committed schemas up to date
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(PY) -m call_enricher_tools.schemas --check
 
 typecheck: setup ## mypy (strict on the library)
 	$(BIN)/mypy layers/core/call_enricher tools/call_enricher_tools

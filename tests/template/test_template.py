@@ -1199,15 +1199,6 @@ def test_sam_build_ships_an_aarch64_layer_within_lambda_limits(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "aws-xray-sdk pulls botocore into the layer without boto3: the layer's botocore then"
-        " shadows the runtime's while boto3 stays the runtime's (an untested pair). Fix: pin"
-        " boto3 in layers/core/requirements.txt (same version as requirements-dev.txt), then"
-        " remove this xfail."
-    ),
-)
 def test_the_layer_ships_botocore_only_together_with_its_boto3(sam_build: Path) -> None:
     python_dir = sam_build / "CoreLayer" / "python"
     has_botocore = (python_dir / "botocore").is_dir()
