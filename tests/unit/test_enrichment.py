@@ -669,3 +669,12 @@ def test_fingerprint_without_raw_uses_the_records_known_fields():
         enrich(same_known, enriched_at=NOW).provenance.fingerprint
         == enriched.provenance.fingerprint
     )
+
+
+def test_unknown_values_that_look_like_numbers_are_masked_in_warnings():
+    # Given a number where Sinch documents an enum (a malformed record)
+    public = _enrich({"status": "FINAL", "result": "+46701740605"})
+    # Then the data keeps it, but the warning shows it masked
+    assert public["outcome"]["result"] == "+46701740605"
+    (warning,) = public["warnings"]
+    assert warning["message"] == 'result: value "+46*******05" is not documented; kept as sent'

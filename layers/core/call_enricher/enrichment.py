@@ -76,6 +76,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -131,6 +132,7 @@ _encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring  # C, 
 _MAX_CUSTOM_JSON_CHARS: Final = 64 * 1024
 _FUTURE_TOLERANCE: Final = timedelta(minutes=5)
 _MAX_WARNING_VALUE_CHARS: Final = 40
+_DIGIT_RUN: Final = re.compile(r"\d{5,}")
 
 
 class PartyKind(StrEnum):
@@ -406,8 +408,11 @@ def _warning(code: str, field: str | None, message: str) -> EnrichmentWarning:
 
 
 def _show(value: str) -> str:
+    """A value for a warning message: truncated, and masked if it could be a number."""
     shown = value if len(value) <= _MAX_WARNING_VALUE_CHARS else value[:_MAX_WARNING_VALUE_CHARS]
-    return json.dumps(shown, ensure_ascii=True) + ("..." if shown is not value else "")
+    if _DIGIT_RUN.search(shown):
+        shown = phones.mask_number(shown)
+    return json.dumps(shown, ensure_ascii=True) + ("..." if len(value) > len(shown) else "")
 
 
 # --- status and outcome -------------------------------------------------------------------------
