@@ -14,7 +14,7 @@ Policies (``RECORD_MODEL_VERSION`` changes when one of them does):
   (``"formatted"``, ``"debit.debitMinutes"``), so new Sinch fields never break parsing.
 * **Open enums.** Like Sinch's official SDKs, ``status``, ``result``, ``reason``, ``domain`` and
   the party ``type`` are open: a known value is matched case-insensitively to its enum member;
-  an unknown value is kept as-is (a plain ``str``) and listed in
+  an unknown value is kept as sent (a plain ``str``, surrounding spaces stripped) and listed in
   :attr:`CallRecord.unknown_enum_values` (enrichment turns each into a warning). They are
   never a reason to reject a record. The party type additionally keeps the raw spelling
   (``"Number"``) in :attr:`Party.raw_type`; ``did`` (the callbacks' spelling) is known as PSTN.
