@@ -52,7 +52,7 @@ class EnrichmentQueue:
 
     def send(self, request: EnrichmentRequest, *, delay_seconds: int = 0) -> None:
         """Send one request (optionally delayed, at most 900 s). Raises AwsUnavailableError."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from call_enricher import aws
 
         try:
             self.client.send_message(
@@ -60,12 +60,12 @@ class EnrichmentQueue:
                 MessageBody=request.to_body(),
                 DelaySeconds=max(0, min(900, int(delay_seconds))),
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise AwsUnavailableError(f"SQS SendMessage failed: {_describe(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 (classified once, by aws.translate_error)
+            raise aws.translate_error(exc, "SQS SendMessage") from None
 
     def send_many(self, requests: Sequence[EnrichmentRequest]) -> list[CallEnricherError | None]:
         """Send requests in batches of 10; per request ``None`` (confirmed) or the error."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from call_enricher import aws
 
         results: list[CallEnricherError | None] = [None] * len(requests)
         for start in range(0, len(requests), SQS_BATCH_LIMIT):
@@ -82,15 +82,19 @@ class EnrichmentQueue:
                     response = self.client.send_message_batch(
                         QueueUrl=self.queue_url, Entries=entries
                     )
-                except (ClientError, BotoCoreError) as exc:
-                    error = AwsUnavailableError(f"SQS SendMessageBatch failed: {_describe(exc)}")
+                except Exception as exc:  # noqa: BLE001 (classified by aws.translate_error)
+                    error = aws.translate_error(exc, "SQS SendMessageBatch")
                     last_error = dict.fromkeys(pending, error)
+                    if not error.retryable:
+                        break
                     continue
                 for ok in response.get("Successful", []):
                     pending.pop(ok["Id"], None)
                     last_error.pop(ok["Id"], None)
                 for failed in response.get("Failed", []):
                     entry_id = failed["Id"]
+                    if entry_id not in pending:
+                        continue  # not ours (or already settled): ignore
                     code = failed.get("Code", "Unknown")
                     error = AwsUnavailableError(f"SQS rejected the message: {code}")
                     last_error[entry_id] = error
@@ -103,10 +107,3 @@ class EnrichmentQueue:
             for entry_id, index in pending.items():
                 results[index] = last_error.get(entry_id) or AwsUnavailableError("SQS send failed")
         return results
-
-
-def _describe(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", type(exc).__name__))
-    return type(exc).__name__
