@@ -510,6 +510,8 @@ def test_python_dump_keeps_decimals():
         ("{" * 20 + "}" * 20, None),
         ('{"a":' * 17 + "1" + "}" * 17, None),
         ('{"pad": "' + "x" * 70_000 + '"}', None),
+        ('{"lone": "\\ud800"}', None),
+        ('{"pair": "\\ud83d\\ude00"}', {"pair": "\U0001f600"}),
         ("", None),
         (None, None),
     ],

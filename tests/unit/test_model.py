@@ -505,6 +505,33 @@ def test_bodies_nested_too_deep_are_invalid():
     ]
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"custom": "\\ud800"}', "custom"),
+        (b'{"to": {"type": "number", "endpoint": "+1\\udfff"}}', "to.endpoint"),
+        (b'{"x": [1, {"\\udc00k": 1}]}', "x[1].\\udc00k"),
+        ({"callId": "a\udc80"}, "callId"),
+    ],
+)
+def test_strings_that_are_not_valid_unicode_are_invalid(body, field):
+    # Given a body with a lone UTF-16 surrogate (JSON allows the escape; UTF-8 cannot hold it)
+    # Then it is rejected, naming where, in printable form
+    assert _problems(body) == [
+        {
+            "field": field,
+            "problem": "is not valid Unicode (a lone surrogate escape such as \\ud800)",
+        }
+    ]
+
+
+def test_escaped_surrogate_pairs_are_fine():
+    record = parse_call_record(b'{"to": {"endpoint": "\\ud83d\\ude00"}, "custom": "caf\\u00e9"}')
+    assert record.to is not None
+    assert record.to.endpoint == "\U0001f600"
+    assert record.custom == "café"
+
+
 def test_exceeds_depth_counts_containers():
     assert not exceeds_depth({"a": {"b": [1, 2]}}, limit=3)
     assert exceeds_depth({"a": {"b": [[1]]}}, limit=3)

@@ -23,6 +23,11 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 # --- strategies -----------------------------------------------------------------------------------
 
+# Lone surrogates: valid Python strings (JSON can escape them) that UTF-8 cannot encode.
+surrogate_text = st.text(
+    st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010, categories=None), max_size=4
+)
+keys = st.text(max_size=10) | surrogate_text
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -30,19 +35,18 @@ json_scalars = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.decimals(allow_nan=False, allow_infinity=False),
     st.text(max_size=30),
+    surrogate_text,
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4),
     max_leaves=12,
 )
-custom_json = st.recursive(  # what json.dumps can write (NaN/Infinity included)
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+custom_json = st.recursive(  # what json.dumps can write (NaN/Infinity, lone surrogates too)
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20), surrogate_text
     ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4),
     max_leaves=12,
 )
 endpoints = st.one_of(
@@ -182,6 +186,7 @@ def _enrich_parsed(record_body: Any) -> None:
     enriched = enrich(record, raw=raw, call_id=call_id, enriched_at=NOW)
     public = enriched.model_dump(mode="json", by_alias=True)
     json.dumps(public, allow_nan=False)  # strict JSON: no NaN, no Decimal, no datetime
+    enriched.model_dump_json().encode("utf-8")  # valid Unicode throughout
 
 
 # --- never fails unexpectedly ---------------------------------------------------------------------

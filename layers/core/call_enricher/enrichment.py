@@ -60,7 +60,7 @@ Money
 
 Custom
     ``raw`` is Sinch's string; ``parsed`` the object when the string is a JSON object (at most
-    64 KiB, nested at most 16 levels, no NaN/Infinity), else ``null``.
+    64 KiB, nested at most 16 levels, no NaN/Infinity, valid Unicode), else ``null``.
 
 Provenance
     schema and record-model versions, ``enrichedAt``, the Sinch base URL and region asked,
@@ -99,6 +99,7 @@ from call_enricher.model import (
     PartyType,
     decode_and_parse,
     exceeds_depth,
+    find_invalid_unicode,
     format_decimal,
     format_utc,
 )
@@ -696,7 +697,7 @@ def _custom_object(custom: str | None) -> dict[str, Any] | None:
         parsed = json.loads(text, parse_float=_finite_float, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(parsed, dict) or exceeds_depth(parsed):
+    if not isinstance(parsed, dict) or exceeds_depth(parsed) or find_invalid_unicode(parsed):
         return None
     return parsed
 
@@ -714,7 +715,8 @@ def fingerprint(raw: Mapping[str, Any]) -> str:
     """
     parts: list[str] = []
     _canonical(raw, parts)
-    return "sha256:" + hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()
+    canonical = "".join(parts).encode("utf-8", "surrogatepass")  # never raises
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
 def _canonical(value: Any, out: list[str]) -> None:

@@ -37,7 +37,9 @@ Policies (``RECORD_MODEL_VERSION`` changes when one of them does):
 * **from / to** are ``{type, endpoint}`` objects; a plain string (DiCE's ``from``) is accepted
   as an endpoint of unknown type.
 * Bodies nested deeper than :data:`MAX_DEPTH` levels are rejected before anything else walks
-  them (a Get Call record is 3 levels deep).
+  them (a Get Call record is 3 levels deep), and so are bodies holding a string or key that is
+  not valid Unicode (a lone surrogate escape such as ``"\\ud800"``): nothing downstream
+  (DynamoDB, EventBridge, JSON encoders) could store or send it.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ __all__ = [
     "decode_and_parse",
     "decode_record_body",
     "exceeds_depth",
+    "find_invalid_unicode",
     "format_decimal",
     "format_utc",
     "loads_exact",
@@ -529,7 +532,50 @@ def decode_record_body(data: bytes | bytearray | str | Mapping[str, Any]) -> Map
         raise _invalid([{"field": "$", "problem": "body must be a JSON object"}])
     if exceeds_depth(decoded):
         raise _invalid([{"field": "$", "problem": f"nested deeper than {MAX_DEPTH} levels"}])
+    bad = find_invalid_unicode(decoded)
+    if bad is not None:
+        problem = "is not valid Unicode (a lone surrogate escape such as \\ud800)"
+        raise _invalid([{"field": bad, "problem": problem}])
     return decoded
+
+
+def find_invalid_unicode(root: Any) -> str | None:
+    """The dotted path of the first key or string that is not valid Unicode, else ``None``.
+
+    JSON's ``\\uXXXX`` escapes can encode lone UTF-16 surrogates, which decode to Python
+    strings that cannot be encoded as UTF-8 (DynamoDB, EventBridge and ``model_dump_json``
+    would all fail on them later). The path is printable even when a key is the culprit.
+    """
+    stack: list[tuple[str, Any]] = [("", root)]
+    while stack:
+        path, node = stack.pop()
+        items = node.items() if isinstance(node, Mapping) else enumerate(node)
+        for key, child in items:
+            if type(key) is int:
+                child_path = f"{path}[{key}]"
+            else:
+                key_text = key if type(key) is str else str(key)
+                child_path = f"{path}.{key_text}" if path else key_text
+                if not key_text.isascii() and not _is_utf8_encodable(key_text):
+                    return _printable(child_path)
+            if type(child) is str:
+                if not child.isascii() and not _is_utf8_encodable(child):
+                    return _printable(child_path)
+            elif isinstance(child, _CONTAINER_TYPES):
+                stack.append((child_path, child))
+    return None
+
+
+def _is_utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(path: str) -> str:
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _LEAF_TYPES: Final = frozenset({str, int, float, Decimal, bool, type(None)})
