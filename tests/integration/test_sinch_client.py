@@ -6,12 +6,14 @@ delays are exact: 0.5 * min(cap, 0.2 * 2**n) = 0.1, 0.2, 0.4 ...
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from email.utils import format_datetime
 
 import pytest
@@ -42,6 +44,8 @@ RECORD = {
     "userRate": {"currencyId": "EUR", "amount": 0.02},
     "debit": {"currencyId": "EUR", "amount": 0.0149},
 }
+# What the client hands back: the same record, its numbers decoded as exact decimals.
+EXACT_RECORD = json.loads(json.dumps(RECORD), parse_float=Decimal)
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
@@ -56,8 +60,9 @@ def test_signed_get_call_returns_the_record_and_the_server_accepts_the_signature
     client = make_client()
     # When the client fetches it (Signed is the default)
     response = client.get_call(CALL_ID)
-    # Then the record comes back as a dict, with the exchange's facts
-    assert response.data == RECORD
+    # Then the record comes back as a dict (numbers as exact decimals), with the exchange's facts
+    assert response.data == EXACT_RECORD
+    assert response.data["debit"]["amount"] == Decimal("0.0149")
     assert response.status_code == 200
     assert response.call_id == CALL_ID
     assert response.attempts == 1
@@ -90,7 +95,7 @@ def test_basic_auth_sends_the_documented_header(fake_sinch, make_client, sinch_c
     assert seen.header("Authorization") == basic_authorization(sinch_credentials)
     assert seen.auth_check is SignatureCheck.OK
     assert not seen.has_header("x-timestamp")
-    assert response.data == RECORD
+    assert response.data == EXACT_RECORD
 
 
 def test_a_signature_with_the_wrong_secret_is_refused_by_the_server(fake_sinch, make_client):
@@ -459,7 +464,7 @@ def test_a_redirect_to_the_region_is_followed_and_re_signed(
         # When the client asks the global host
         response = make_client(on_attempt=attempts.append).get_call(CALL_ID)
         # Then the regional host answered, and each host verified a signature over its own path
-        assert response.data == RECORD
+        assert response.data == EXACT_RECORD
         assert response.base_url == f"{regional.base_url}/euc1"
         assert [r.auth_check for r in fake_sinch.requests] == [SignatureCheck.OK]
         (seen,) = regional.requests
@@ -591,7 +596,7 @@ def test_a_failing_metrics_hook_does_not_break_the_call(fake_sinch, make_client,
         raise RuntimeError("metrics backend down")
 
     response = make_client(on_attempt=broken).get_call(CALL_ID, on_attempt=calls.append)
-    assert response.data == RECORD
+    assert response.data == EXACT_RECORD
     assert len(calls) == 1  # the per-call hook still ran after the failing one
     assert "on_attempt hook raised" in caplog.text
 
@@ -626,7 +631,7 @@ def test_https_with_a_trusted_certificate_works_and_is_signed(
         response = make_client(base_url=secure.base_url).get_call(CALL_ID)
         # Then TLS was verified, the request signed, the record returned
         assert secure.base_url.startswith("https://")
-        assert response.data == RECORD
+        assert response.data == EXACT_RECORD
         assert [r.auth_check for r in secure.requests] == [SignatureCheck.OK]
 
 

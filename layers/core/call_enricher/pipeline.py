@@ -156,6 +156,7 @@ def fetch_and_enrich(
     enriched = enrich(
         record,
         raw=response.data,
+        call_id=call_id,
         base_url=response.base_url,
         region=region,
         enriched_at=enriched_at,

@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
 from typing import Any, Final, Self
@@ -175,6 +176,10 @@ def _error_code(value: object) -> int | None:
     if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
         return int(value.strip())
     return None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _parse_error_body(body: bytes) -> tuple[int | None, str | None, str | None]:
@@ -639,7 +644,8 @@ class SinchClient:
         if not reply.body.strip():
             raise invalid("an empty body")
         try:
-            data = json.loads(reply.body)
+            # Exact decimals (money never goes through float); NaN/Infinity are not JSON.
+            data = json.loads(reply.body, parse_float=Decimal, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise invalid("a body that is not JSON") from None
         if not isinstance(data, dict):
