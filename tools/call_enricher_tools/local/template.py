@@ -1,0 +1,230 @@
+"""template.yaml as data, for the local stack: short-form tags, parameters and intrinsics.
+
+The local stack creates its resources from the template's own definitions, so this module
+reads ``template.yaml`` with a PyYAML loader that understands CloudFormation's short-form
+tags (``!Ref``, ``!GetAtt``, ``!Sub``, ``!If``...) and resolves the few intrinsic functions
+the properties it needs use, against parameter values (the template's defaults, overridden
+locally) and the physical names of what the local stack created.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+
+_INTRINSICS = {
+    "Ref": "Ref",
+    "Condition": "Condition",
+    "GetAtt": "Fn::GetAtt",
+    **{
+        name: f"Fn::{name}"
+        for name in (
+            "Sub Join Select Split If Equals Not And Or FindInMap Base64 Cidr ImportValue "
+            "GetAZs Transform Length ToJsonString"
+        ).split()
+    },
+}
+
+
+class CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
+    """A safe YAML loader that turns CloudFormation short-form tags into their long form."""
+
+
+def _construct_intrinsic(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if tag_suffix not in _INTRINSICS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"unknown tag !{tag_suffix}", node.start_mark
+        )
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {_INTRINSICS[tag_suffix]: value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_intrinsic)
+
+
+def load_cfn_yaml(text: str) -> dict[str, Any]:
+    """Parse CloudFormation YAML (short-form tags become long-form dicts)."""
+    data = yaml.load(text, Loader=CfnLoader)  # noqa: S506 - CfnLoader is a SafeLoader
+    if not isinstance(data, dict):
+        raise ValueError("the template is not a mapping")
+    return data
+
+
+class TemplateError(Exception):
+    """The template uses something this resolver does not support."""
+
+
+@dataclass
+class Resolver:
+    """Resolves intrinsic functions against parameters and the local stack's resources.
+
+    ``refs`` maps logical IDs to what ``!Ref`` returns (parameters are looked up first);
+    ``attributes`` maps ``(logical ID, attribute)`` to what ``!GetAtt`` returns.
+    """
+
+    template: dict[str, Any]
+    parameters: dict[str, str]
+    pseudo: dict[str, str]
+    refs: dict[str, str] = field(default_factory=dict)
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def resolve(self, value: Any) -> Any:
+        """``value`` with every supported intrinsic replaced; ``AWS::NoValue`` items dropped."""
+        if isinstance(value, list):
+            items = [self.resolve(item) for item in value]
+            return [item for item in items if item is not _NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            handler = self._handlers().get(key)
+            if handler is not None:
+                return handler(arg)
+        resolved = {k: self.resolve(v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
+
+    def condition(self, name: str) -> bool:
+        """Evaluate a named condition of the template."""
+        return bool(self.resolve(self.template.get("Conditions", {})[name]))
+
+    def _handlers(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            "Ref": self._ref,
+            "Fn::GetAtt": self._get_att,
+            "Fn::Sub": self._sub,
+            "Fn::If": self._if,
+            "Fn::Equals": lambda a: self.resolve(a[0]) == self.resolve(a[1]),
+            "Fn::Not": lambda a: not self.resolve(a[0]),
+            "Fn::And": lambda a: all(self.resolve(x) for x in a),
+            "Fn::Or": lambda a: any(self.resolve(x) for x in a),
+            "Condition": self.condition,
+            "Fn::Join": lambda a: str(a[0]).join(str(self.resolve(x)) for x in a[1]),
+        }
+
+    def _ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return _NO_VALUE
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.refs:
+            return self.refs[name]
+        raise TemplateError(f"!Ref {name}: not a parameter or a resource the local stack made")
+
+    def _get_att(self, arg: list[str]) -> str:
+        key = (arg[0], arg[1])
+        if key not in self.attributes:
+            raise TemplateError(f"!GetAtt {arg[0]}.{arg[1]}: not known locally")
+        return self.attributes[key]
+
+    def _sub(self, arg: Any) -> str:
+        text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+        variables = {k: str(self.resolve(v)) for k, v in extra.items()}
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in variables:
+                return variables[name]
+            if "." in name:
+                logical, attribute = name.split(".", 1)
+                return str(self._get_att([logical, attribute]))
+            return str(self._ref(name))
+
+        return re.sub(r"\$\{([^}!]+)\}", replace, text)
+
+    def _if(self, arg: list[Any]) -> Any:
+        return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
+
+
+class _NoValue:
+    def __repr__(self) -> str:
+        return "AWS::NoValue"
+
+
+_NO_VALUE: Any = _NoValue()
+
+
+@dataclass(frozen=True)
+class Template:
+    """template.yaml as data."""
+
+    raw: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path = TEMPLATE_PATH) -> Template:
+        return cls(load_cfn_yaml(path.read_text(encoding="utf-8")))
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        resources: dict[str, dict[str, Any]] = self.raw["Resources"]
+        return resources
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        """The resources of one type, by logical ID, in template order."""
+        return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
+
+    def parameter_defaults(self) -> dict[str, str]:
+        """Each parameter's default value as a string (parameters without one are absent)."""
+        return {
+            name: str(spec["Default"])
+            for name, spec in self.raw.get("Parameters", {}).items()
+            if "Default" in spec
+        }
+
+    def function_properties(self, name: str) -> dict[str, Any]:
+        """A function's properties with the SAM Globals merged (its own values win)."""
+        globals_: Mapping[str, Any] = self.raw.get("Globals", {}).get("Function", {})
+        return _merge(globals_, self.resources[name]["Properties"])
+
+    def sqs_trigger(self, function: str) -> tuple[str, dict[str, Any]]:
+        """The (queue logical ID, properties) of a function's SQS event source."""
+        for event in self.function_properties(function).get("Events", {}).values():
+            if event.get("Type") == "SQS":
+                properties: dict[str, Any] = event["Properties"]
+                queue = properties["Queue"]
+                if not (isinstance(queue, dict) and "Fn::GetAtt" in queue):
+                    raise TemplateError(f"{function}: the SQS event's Queue is not !GetAtt X.Arn")
+                return str(queue["Fn::GetAtt"][0]), properties
+        raise TemplateError(f"{function} has no SQS event")
+
+    def function_with_sqs_trigger(self) -> str:
+        """The logical ID of the (single) function triggered by SQS."""
+        for name in self.of_type("AWS::Serverless::Function"):
+            events = self.function_properties(name).get("Events", {})
+            if any(e.get("Type") == "SQS" for e in events.values()):
+                return name
+        raise TemplateError("no function has an SQS event")
+
+
+def _merge(globals_: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = dict(globals_)
+    for key, value in own.items():
+        base = merged.get(key)
+        if isinstance(base, Mapping) and isinstance(value, Mapping) and not _is_intrinsic(value):
+            merged[key] = _merge(base, value)
+        elif isinstance(base, list) and isinstance(value, list):
+            merged[key] = [*base, *value]
+        else:
+            merged[key] = value
+    return merged
+
+
+def _is_intrinsic(value: Mapping[str, Any]) -> bool:
+    return len(value) == 1 and next(iter(value)) in {"Ref", "Condition", *_INTRINSICS.values()}
