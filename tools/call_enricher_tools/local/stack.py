@@ -277,7 +277,7 @@ class LocalStack:
         """A boto3 client for the local endpoint (independent of ``os.environ``)."""
         import boto3
 
-        return boto3.client(
+        client: Any = boto3.client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.endpoint_url,
             region_name=REGION,
@@ -285,6 +285,7 @@ class LocalStack:
             aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
         )
+        return client
 
     def receive_events(self, *, wait_seconds: int = 0) -> list[dict[str, Any]]:
         """Drain the subscriber queue: the EventBridge envelopes delivered so far."""
@@ -298,8 +299,7 @@ class LocalStack:
             if not messages:
                 return envelopes
             wait = 0
-            for message in messages:
-                envelopes.append(json.loads(message["Body"]))
+            envelopes.extend(json.loads(message["Body"]) for message in messages)
             sqs.delete_message_batch(
                 QueueUrl=self.subscriber_queue_url,
                 Entries=[
@@ -408,9 +408,9 @@ class LocalStack:
                 attributes["VisibilityTimeout"] = str(self.visibility_timeout_seconds)
             name = str(properties.get("QueueName") or f"{self.stack_name}-{logical_id}")
             url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-                "Attributes"
-            ]["QueueArn"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
             resolver.refs[logical_id] = url
             resolver.attributes[(logical_id, "Arn")] = arn
             resolver.attributes[(logical_id, "QueueName")] = name
@@ -464,7 +464,10 @@ class LocalStack:
         for logical_id, spec in self.template.of_type("AWS::Events::Archive").items():
             properties = resolver.resolve(spec["Properties"])
             name = str(properties.get("ArchiveName") or f"{self.stack_name}-{logical_id}")[:48]
-            arguments: dict[str, Any] = {"ArchiveName": name, "EventSourceArn": properties["SourceArn"]}
+            arguments: dict[str, Any] = {
+                "ArchiveName": name,
+                "EventSourceArn": properties["SourceArn"],
+            }
             if "EventPattern" in properties:
                 arguments["EventPattern"] = json.dumps(properties["EventPattern"])
             if "RetentionDays" in properties:

@@ -27,9 +27,24 @@ _INTRINSICS = {
     **{
         name: f"Fn::{name}"
         for name in (
-            "Sub Join Select Split If Equals Not And Or FindInMap Base64 Cidr ImportValue "
-            "GetAZs Transform Length ToJsonString"
-        ).split()
+            "Sub",
+            "Join",
+            "Select",
+            "Split",
+            "If",
+            "Equals",
+            "Not",
+            "And",
+            "Or",
+            "FindInMap",
+            "Base64",
+            "Cidr",
+            "ImportValue",
+            "GetAZs",
+            "Transform",
+            "Length",
+            "ToJsonString",
+        )
     },
 }
 
@@ -92,7 +107,7 @@ class Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             handler = self._handlers().get(key)
             if handler is not None:
                 return handler(arg)

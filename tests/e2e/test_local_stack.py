@@ -1,0 +1,368 @@
+"""The local stack over real sockets: moto server, poller, submit (and the full demo path).
+
+Everything here talks HTTP on 127.0.0.1 (ephemeral ports): boto3 to the moto server, the
+real queue handler to Sinch stand-ins. Terminal states are polled for with a generous
+overall timeout; nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from call_enricher.sinch.auth import SinchCredentials
+from call_enricher_tools.local.poller import Invocation, SqsPoller, load_function
+from call_enricher_tools.local.stack import LocalStack, PortInUseError
+from call_enricher_tools.local.submit import cmd_submit, read_ids, validate_ids
+from tests.support.fake_sinch import FakeSinch, Reply
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUE_APP = ROOT / "functions" / "queue_enricher" / "app.py"
+CREDENTIALS = SinchCredentials(
+    application_key="5e1f7c2a-0000-4aaa-8bbb-e2e000000001",
+    application_secret="ZTJlLXNlY3JldC1uZXZlci1sb2ctdGhpcy0wMTIz",
+)
+SAMPLES = {p.stem: json.loads(p.read_text()) for p in (ROOT / "events/sinch").glob("*.json")}
+OVERALL_TIMEOUT = 45.0
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = OVERALL_TIMEOUT) -> bool:
+    """Poll ``condition`` until true or ``timeout`` (generous: no timing is asserted)."""
+    ends = time.monotonic() + timeout
+    while time.monotonic() < ends:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def new_stack(sinch_base_url: str, visibility: int = 1, **parameters: str) -> LocalStack:
+    # moto's backends are process-wide: a unique stack name keeps tests apart
+    return LocalStack(
+        sinch_credentials=CREDENTIALS,
+        sinch_base_url=sinch_base_url,
+        stack_name=f"e2e-{uuid.uuid4().hex[:8]}",
+        visibility_timeout_seconds=visibility,
+        parameters=parameters,
+    )
+
+
+@pytest.fixture
+def fake_sinch() -> Iterator[FakeSinch]:
+    with FakeSinch(credentials=CREDENTIALS) as fake:
+        yield fake
+
+
+# -- the stack itself ---------------------------------------------------------------------
+
+
+def test_stack_is_built_from_the_template(fake_sinch: FakeSinch) -> None:
+    # Given a local stack
+    with new_stack(fake_sinch.base_url, MaxReceiveCount="3") as stack:
+        sqs = stack.client("sqs")
+        # When we look at the enrichment queue
+        attributes = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["All"])[
+            "Attributes"
+        ]
+        # Then its redrive policy comes from the template (with the parameter) ...
+        policy = json.loads(attributes["RedrivePolicy"])
+        assert policy["maxReceiveCount"] == 3
+        dlq_arn = sqs.get_queue_attributes(
+            QueueUrl=stack.dead_letter_queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        assert policy["deadLetterTargetArn"] == dlq_arn
+        # ... the visibility timeout is the short local one
+        assert attributes["VisibilityTimeout"] == "1"
+        # ... and the functions' environment resolves to the local resources
+        env = stack.function_environment()
+        assert env["ENRICHMENT_QUEUE_URL"] == stack.queue_url
+        assert env["SINCH_SECRET_ID"] == stack.secret_arn
+        assert env["AWS_ENDPOINT_URL"] == stack.endpoint_url
+        assert env["POWERTOOLS_TRACE_DISABLED"] == "true"
+        table = stack.client("dynamodb").describe_table(TableName=env["CALLS_TABLE_NAME"])
+        assert table["Table"]["KeySchema"] == [{"AttributeName": "callId", "KeyType": "HASH"}]
+        assert stack.endpoint_url.startswith("http://127.0.0.1:")
+        # ... and the example rule delivers Call Enriched events to the example consumer
+        outputs = stack.outputs()
+        assert outputs["EnrichmentQueueUrl"] == stack.queue_url
+        stack.client("events").put_events(
+            Entries=[
+                {
+                    "EventBusName": env["EVENT_BUS_NAME"],
+                    "Source": env["EVENT_SOURCE"],
+                    "DetailType": "Call Enriched",
+                    "Detail": "{}",
+                }
+            ]
+        )
+        consumer = sqs.receive_message(
+            QueueUrl=outputs["ExampleConsumerQueueUrl"], WaitTimeSeconds=2
+        ).get("Messages", [])
+        assert [json.loads(m["Body"])["detail-type"] for m in consumer] == ["Call Enriched"]
+        assert [e["detail-type"] for e in stack.receive_events(wait_seconds=2)] == ["Call Enriched"]
+
+
+def test_a_taken_port_is_reported_clearly() -> None:
+    # Given a port someone else holds
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        stack = LocalStack(
+            sinch_credentials=CREDENTIALS, sinch_base_url="http://127.0.0.1:1", port=port
+        )
+        # When the stack is started on it, Then the error names the port and what to do
+        with pytest.raises(PortInUseError) as caught:
+            stack.start()
+    assert caught.value.port == port
+    assert f"127.0.0.1:{port} is already in use" in str(caught.value)
+
+
+# -- the poller ------------------------------------------------------------------------------
+
+
+def test_poller_deletes_successes_and_redrives_a_poison_message_to_the_dlq(
+    fake_sinch: FakeSinch,
+) -> None:
+    # Given a stack whose queue redrives after 2 receives, and a handler that always reports
+    # the message with body "poison" as failed
+    invocations: list[Invocation] = []
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        assert context.get_remaining_time_in_millis() > 0
+        failures = []
+        for record in event["Records"]:
+            assert record["eventSource"] == "aws:sqs"
+            assert record["eventSourceARN"].endswith("EnrichmentQueue")
+            with lock:
+                seen[record["body"]] = seen.get(record["body"], 0) + 1
+            if record["body"] == "poison":
+                failures.append({"itemIdentifier": record["messageId"]})
+        return {"batchItemFailures": failures}
+
+    with new_stack(fake_sinch.base_url, MaxReceiveCount="2") as stack:
+        sqs = stack.client("sqs")
+        for body in ("ok-1", "poison", "ok-2"):
+            sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
+        poller = SqsPoller(
+            sqs_client=sqs,
+            queue_url=stack.queue_url,
+            queue_arn=stack.queue_arn,
+            handler_factory=lambda _i: handler,
+            function_name="queue",
+            function_timeout_seconds=10,
+            batch_size=10,
+            batching_window_seconds=0.2,
+            concurrency=2,
+            on_invocation=invocations.append,
+        )
+        # When the poller runs until the queue is empty
+        with poller:
+            drained = wait_until(lambda: stack.queue_depth(stack.queue_url) == 0)
+        # Then the good messages were processed once and deleted, and the poison message was
+        # delivered maxReceiveCount times, then moved to the DLQ by the redrive policy
+        assert drained
+        assert seen == {"ok-1": 1, "ok-2": 1, "poison": 2}
+        dlq = sqs.receive_message(QueueUrl=stack.dead_letter_queue_url, WaitTimeSeconds=1)
+        assert [m["Body"] for m in dlq.get("Messages", [])] == ["poison"]
+        receive_counts = sorted(
+            count
+            for invocation in invocations
+            for mid, count in invocation.receive_counts.items()
+            if mid in invocation.failed_ids
+        )
+        assert receive_counts == [1, 2]
+        assert poller.stats.deleted == 2
+        assert poller.stats.redeliveries == 1
+
+
+def test_poller_fails_the_whole_batch_on_an_exception_or_an_unknown_item_identifier(
+    fake_sinch: FakeSinch,
+) -> None:
+    # Given a handler that raises on the first delivery and names an unknown ID on the second
+    calls: list[int] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(len(event["Records"]))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        if len(calls) == 2:
+            return {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]}
+        return {"batchItemFailures": []}
+
+    with new_stack(fake_sinch.base_url, MaxReceiveCount="5") as stack:
+        sqs = stack.client("sqs")
+        sqs.send_message_batch(
+            QueueUrl=stack.queue_url,
+            Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)],
+        )
+        time.sleep(0.2)  # let the three be visible together (one batch)
+        poller = SqsPoller(
+            sqs_client=sqs,
+            queue_url=stack.queue_url,
+            queue_arn=stack.queue_arn,
+            handler_factory=lambda _i: handler,
+            function_name="queue",
+            function_timeout_seconds=10,
+            batching_window_seconds=0.5,
+            concurrency=1,
+        )
+        # When the poller runs until the queue is empty
+        with poller:
+            drained = wait_until(lambda: stack.queue_depth(stack.queue_url) == 0)
+        # Then nothing was deleted until the third, valid answer: no message was lost
+        assert drained
+        assert sum(calls) >= 9
+        assert poller.stats.failed_invocations == 2
+        assert poller.stats.deleted == 3
+
+
+# -- the real queue handler through the poller ---------------------------------------------
+
+
+def test_real_queue_handler_through_the_poller(fake_sinch: FakeSinch) -> None:
+    # Given Sinch serving a FINAL call, a call that fails once with 503, and nothing else
+    final = SAMPLES["answered-us-to-gb"]
+    final_id = final["callId"]
+    flaky_id = "0123456789abcdef0123456789abcdef"
+    unknown_id = "ffffffffffffffffffffffffffffffff"
+    fake_sinch.add_call(final_id, final)
+    fake_sinch.on_call(flaky_id, Reply.error(503), Reply.json({**final, "callId": flaky_id}))
+    with new_stack(fake_sinch.base_url, visibility=5) as stack:
+        stack.apply_environment()
+        sqs = stack.client("sqs")
+        trigger = stack.trigger
+        poller = SqsPoller(
+            sqs_client=sqs,
+            queue_url=stack.queue_url,
+            queue_arn=stack.queue_arn,
+            handler_factory=lambda i: load_function(QUEUE_APP, instance=f"e2e_queue_{i}"),
+            function_name="queue-enricher",
+            function_timeout_seconds=trigger.function_timeout_seconds,
+            batch_size=trigger.batch_size,
+            batching_window_seconds=trigger.batching_window_seconds,
+            concurrency=trigger.max_concurrency,
+        )
+        # When the IDs and a malformed message are sent to the queue
+        for body in (json.dumps({"callId": final_id}), flaky_id, unknown_id, "not a call id!"):
+            sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
+        events: list[dict[str, Any]] = []
+
+        def settled() -> bool:
+            events.extend(stack.receive_events())
+            return len(events) >= 4
+
+        with poller:
+            done = wait_until(settled)
+        # Then each ended in its terminal state, seen as events on the bus
+        assert done, events
+        # (a set: at-least-once delivery may repeat an event, never lose one)
+        outcomes = {(e["detail-type"], e["detail"].get("callId")) for e in events}
+        assert outcomes == {
+            ("Call Enriched", final_id),
+            ("Call Enriched", flaky_id),
+            ("Call Enrichment Failed", unknown_id),
+            ("Call Enrichment Failed", None),
+        }
+        item = stack.stored_item(flaky_id)
+        assert item is not None
+        assert len(fake_sinch.requests_for(fake_sinch.call_path(flaky_id))) == 2
+        assert stack.queue_depth(stack.queue_url) == 0
+        assert stack.queue_depth(stack.dead_letter_queue_url) == 0
+
+
+# -- submit ----------------------------------------------------------------------------------
+
+
+def test_submit_sends_ids_from_arguments_file_and_stdin(
+    fake_sinch: FakeSinch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a local stack, a file of IDs (with a comment and a duplicate) and IDs on stdin
+    ids = [f"{i:032x}" for i in range(25)]
+    id_file = tmp_path / "ids.txt"
+    id_file.write_text("# calls\n" + "\n".join(ids[:15]) + "\n" + ids[0] + "\n\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(ids[15:24])))
+    with new_stack(fake_sinch.base_url) as stack:
+        import argparse
+
+        args = argparse.Namespace(
+            call_ids=[ids[24], "-"],
+            file=str(id_file),
+            queue_url=stack.queue_url,
+            region="euc1",
+            endpoint_url=None,
+        )
+        out, err = io.StringIO(), io.StringIO()
+        # When submit runs
+        code = cmd_submit(args, out, err)
+        # Then every ID is on the queue exactly once, with the region, and the report says so
+        assert code == 0, err.getvalue()
+        assert "sent 25 of 25" in out.getvalue()
+        assert "25/25" in err.getvalue()
+        bodies: list[dict[str, Any]] = []
+        sqs = stack.client("sqs")
+        while True:
+            messages = sqs.receive_message(
+                QueueUrl=stack.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=30
+            ).get("Messages", [])
+            if not messages:
+                break
+            bodies += [json.loads(m["Body"]) for m in messages]
+        assert sorted(b["callId"] for b in bodies) == sorted(ids)
+        assert {b.get("region") for b in bodies} == {"euc1"}
+
+
+def test_submit_validates_every_id_before_sending_anything(fake_sinch: FakeSinch) -> None:
+    # Given one invalid ID among valid ones
+    with new_stack(fake_sinch.base_url) as stack:
+        import argparse
+
+        args = argparse.Namespace(
+            call_ids=["a" * 32, "../etc/passwd", "b" * 32],
+            file=None,
+            queue_url=stack.queue_url,
+            region=None,
+            endpoint_url=None,
+        )
+        out, err = io.StringIO(), io.StringIO()
+        # When submit runs, Then it exits 2 naming the problem, and the queue stays empty
+        assert cmd_submit(args, out, err) == 2
+        assert "nothing was sent" in err.getvalue()
+        assert stack.queue_depth(stack.queue_url) == 0
+
+
+def test_submit_reports_ids_that_could_not_be_sent(fake_sinch: FakeSinch) -> None:
+    # Given a queue URL that does not exist on the local endpoint
+    with new_stack(fake_sinch.base_url) as stack:
+        import argparse
+
+        missing = stack.queue_url.rsplit("/", 1)[0] + "/no-such-queue"
+        args = argparse.Namespace(
+            call_ids=["a" * 32, "b" * 32], file=None, queue_url=missing, region=None,
+            endpoint_url=None,
+        )  # fmt: skip
+        out, err = io.StringIO(), io.StringIO()
+        # When submit runs, Then it exits non-zero and lists each ID that was not sent
+        assert cmd_submit(args, out, err) == 5
+        assert "2 call ID(s) were NOT sent" in err.getvalue()
+        assert "a" * 32 in err.getvalue()
+
+
+def test_read_and_validate_ids() -> None:
+    assert read_ids(["x", "-"], None, io.StringIO("y # c\n\nz\n")) == ["x", "y", "z"]
+    valid, invalid = validate_ids(["a" * 32, "a" * 32, "bad/id"])
+    assert valid == ["a" * 32]
+    assert list(invalid) == ["bad/id"]
