@@ -1,0 +1,1 @@
+"""Benchmarks for call-enricher (`make bench`). Figures are ratios measured in one run."""
