@@ -1,0 +1,287 @@
+"""``make demo``: the whole pipeline on one machine, through every entry path.
+
+Starts the local pipeline (Sinch sandbox, moto with the template's resources, the HTTP API,
+the SQS poller) on free ports of 127.0.0.1, then sends call IDs through each way in:
+
+* ``queue``: SQS messages sent straight to the enrichment queue (as a producer would);
+* ``api``: ``POST /calls`` (enqueued) and ``POST /calls/{id}/enrich`` (synchronous);
+* ``callback``: a sandbox call ends and the sandbox sends its signed DiCE to
+  ``/sinch/callbacks``, which enqueues the call ID.
+
+The mix includes an unknown call (``Call Enrichment Failed``, reason ``call-not-found``), a
+call whose first Sinch answers are 503 so that its message fails, reappears after the local
+visibility timeout and then succeeds, and an ONGOING call that turns FINAL (re-checked after
+``RECHECK_BASE_DELAY_SECONDS=1``). Progress is printed as the events arrive on the
+subscriber queue; then a table of the records (masked numbers only) and the events, and
+everything is stopped. Exit status 0 when every ID reached its expected terminal state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from call_enricher_tools.demo import render_table, row
+from call_enricher_tools.local.poller import Invocation
+from call_enricher_tools.local.runner import LocalPipeline, PipelineOptions
+
+DEMO_TIMEOUT_SECONDS = 45.0
+COLUMNS = ("call", "from", "to", "outcome", "ended by", "duration", "cost", "status", "entry")
+
+
+@dataclass
+class Tracked:
+    """One call ID of the demo: how it was sent and what became of it."""
+
+    call_id: str
+    entry: str
+    expect: str  # "FINAL" or a failure reason
+    note: str = ""
+    final_detail: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    statuses: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.final_detail is not None or self.failure is not None
+
+    @property
+    def as_expected(self) -> bool:
+        if self.expect == "FINAL":
+            return self.final_detail is not None
+        return self.failure is not None and self.failure.get("reason") == self.expect
+
+
+class DemoError(Exception):
+    """The demo could not run (a request failed); the message says what."""
+
+
+def run_demo(
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    timeout_seconds: float = DEMO_TIMEOUT_SECONDS,
+    api_port: int = 0,
+) -> int:
+    """Run the full local pipeline demo; 0 when every call ended as expected."""
+    started = time.monotonic()
+    invocations: list[Invocation] = []
+    options = PipelineOptions(
+        api_port=api_port,
+        parameters={"RecheckBaseDelaySeconds": "1"},
+        visibility_timeout_seconds=2,
+        quiet=True,
+        on_invocation=invocations.append,
+        stack_name="call-enricher-demo",
+    )
+    pipeline = LocalPipeline(options)
+    print("Starting the local stack (Sinch sandbox, moto, HTTP API, SQS poller)...", file=stdout)
+    try:
+        pipeline.start()
+    except OSError as exc:
+        print(f"error: {exc}", file=stderr)
+        return 1
+    try:
+        _banner(pipeline, stdout, time.monotonic() - started)
+        tracked = _send_everything(pipeline, stdout)
+        events = _follow(pipeline, tracked, stdout, started, timeout_seconds)
+        _report(tracked, events, invocations, stdout)
+    except DemoError as exc:
+        print(f"error: {exc}", file=stderr)
+        return 1
+    finally:
+        pipeline.stop()
+    failed = [t for t in tracked if not t.as_expected]
+    elapsed = time.monotonic() - started
+    if failed:
+        for t in failed:
+            print(f"error: {t.call_id} did not end as expected ({t.expect})", file=stderr)
+        return 1
+    print(
+        f"\nAll {len(tracked)} calls reached their terminal state in {elapsed:.1f} s.", file=stdout
+    )
+    print(
+        "Stopped everything. Run `call-enricher local up` to keep the stack running.", file=stdout
+    )
+    return 0
+
+
+# -- sending -----------------------------------------------------------------------------
+
+
+def _banner(pipeline: LocalPipeline, out: TextIO, elapsed: float) -> None:
+    stack = pipeline.require_stack()
+    print(f"  up in {elapsed:.1f} s", file=out)
+    print(f"  Sinch sandbox   {pipeline.sandbox.base_url}", file=out)
+    print(f"  AWS (moto)      {stack.endpoint_url}", file=out)
+    print(f"  HTTP API        {pipeline.api_url}  (IAM auth is not enforced locally)", file=out)
+    trigger = stack.trigger
+    print(
+        f"  SQS poller      batch {trigger.batch_size}, window "
+        f"{trigger.batching_window_seconds:g} s, concurrency {trigger.max_concurrency}, "
+        f"visibility timeout {stack.visibility_timeout_seconds} s (local)",
+        file=out,
+    )
+    print(file=out)
+
+
+def _send_everything(pipeline: LocalPipeline, out: TextIO) -> list[Tracked]:
+    sandbox = pipeline.sandbox
+    stack = pipeline.require_stack()
+    final_ids = list(sandbox.call_ids("final"))
+    ongoing_ids = list(sandbox.call_ids("ongoing"))
+    unknown_ids = list(sandbox.call_ids("unknown"))
+    if len(final_ids) < 6 or not ongoing_ids or not unknown_ids:
+        raise DemoError("the sandbox has too few seeded calls for the demo")
+    flaky = final_ids[3]
+    sandbox.inject_fault(flaky, status=503, times=4)  # > the client's 3 attempts: one SQS retry
+    tracked = [
+        Tracked(final_ids[0], "queue", "FINAL"),
+        Tracked(final_ids[1], "queue", "FINAL"),
+        Tracked(flaky, "queue", "FINAL", note="503 x4, retried by SQS"),
+        Tracked(unknown_ids[0], "queue", "call-not-found", note="unknown to Sinch"),
+        Tracked(final_ids[2], "api", "FINAL", note="POST /calls"),
+        Tracked(ongoing_ids[0], "api", "FINAL", note="ONGOING, then FINAL"),
+        Tracked(final_ids[4], "api", "FINAL", note="POST /calls/{id}/enrich"),
+        Tracked(final_ids[5], "callback", "FINAL", note="signed DiCE"),
+    ]
+    sqs = stack.client("sqs")
+    queue_ids = [t.call_id for t in tracked if t.entry == "queue"]
+    sqs.send_message_batch(
+        QueueUrl=stack.queue_url,
+        Entries=[
+            {"Id": str(i), "MessageBody": json.dumps({"callId": cid, "context": {"demo": True}})}
+            for i, cid in enumerate(queue_ids)
+        ],
+    )
+    print(f"queue     SendMessageBatch: {len(queue_ids)} call IDs", file=out)
+
+    status, body = _http(
+        "POST",
+        f"{pipeline.api_url}/calls",
+        {"callIds": [final_ids[2], ongoing_ids[0]], "context": {"demo": True}},
+    )
+    if status != 202:
+        raise DemoError(f"POST /calls answered {status}: {body}")
+    accepted = body.get("accepted", [])
+    print(f"api       POST /calls -> {status}, accepted {len(accepted)}", file=out)
+
+    status, body = _http("POST", f"{pipeline.api_url}/calls/{final_ids[4]}/enrich", {})
+    if status != 200:
+        raise DemoError(f"POST /calls/{{id}}/enrich answered {status}: {body}")
+    print(
+        f"api       POST /calls/{_short(final_ids[4])}/enrich -> {status}, "
+        f"status {body.get('status', '?')}",
+        file=out,
+    )
+
+    sandbox.end_call(final_ids[5])
+    print(f"callback  sandbox call {_short(final_ids[5])} ended -> signed DiCE sent", file=out)
+    print(file=out)
+    return tracked
+
+
+def _http(method: str, url: str, payload: dict[str, Any]) -> tuple[int, Any]:
+    data = json.dumps(payload).encode()
+    request = urllib.request.Request(  # noqa: S310 - a 127.0.0.1 URL we started
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {}
+    except OSError as exc:
+        raise DemoError(f"{method} {url}: {exc}") from None
+
+
+# -- following ---------------------------------------------------------------------------
+
+
+def _follow(
+    pipeline: LocalPipeline,
+    tracked: list[Tracked],
+    out: TextIO,
+    started: float,
+    timeout_seconds: float,
+) -> list[dict[str, Any]]:
+    stack = pipeline.require_stack()
+    by_id = {t.call_id: t for t in tracked}
+    events: list[dict[str, Any]] = []
+    print("Events on the bus (as a subscriber sees them):", file=out)
+    deadline = started + timeout_seconds
+    while not all(t.done for t in tracked) and time.monotonic() < deadline:
+        for envelope in stack.receive_events(wait_seconds=1):
+            events.append(envelope)
+            detail = envelope.get("detail", {})
+            call_id = detail.get("callId")
+            item = by_id.get(call_id or "")
+            kind = envelope.get("detail-type", "?")
+            if kind == "Call Enriched":
+                status = str(detail.get("status"))
+                text = f"status {status}, version {detail.get('version', '?')}"
+                if item is not None:
+                    item.statuses.append(status)
+                    if status == "FINAL":
+                        item.final_detail = detail
+            else:
+                text = f"reason {detail.get('reason')}"
+                if item is not None:
+                    item.failure = detail
+            print(
+                f"  {time.monotonic() - started:5.1f} s  {kind:<23} "
+                f"{_short(call_id) if call_id else '-':<14} {text}",
+                file=out,
+            )
+    return events
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def _report(
+    tracked: list[Tracked],
+    events: list[dict[str, Any]],
+    invocations: list[Invocation],
+    out: TextIO,
+) -> None:
+    from call_enricher.enrichment import EnrichedCall
+
+    rows: list[tuple[str, ...]] = []
+    for t in tracked:
+        if t.final_detail is not None:
+            record = EnrichedCall.model_validate(t.final_detail["record"])
+            rows.append((*row(record), t.entry))
+        elif t.failure is not None:
+            reason = str(t.failure.get("reason"))
+            rows.append(
+                (_short(t.call_id), "-", "-", f"failed: {reason}", "-", "-", "-", "-", t.entry)
+            )
+        else:
+            rows.append(
+                (_short(t.call_id), "-", "-", "(no terminal state)", "-", "-", "-", "-", t.entry)
+            )
+    print("\nEnriched records (numbers masked):\n", file=out)
+    print(render_table(rows, COLUMNS), file=out)
+    notes = [f"  {_short(t.call_id)}  {t.note}" for t in tracked if t.note]
+    if notes:
+        print("\nNotes:", file=out)
+        print("\n".join(notes), file=out)
+    retried = sum(1 for i in invocations for c in i.receive_counts.values() if c > 1)
+    reported = sum(len(i.failed_ids) for i in invocations if i.error is None)
+    print(
+        f"\n{len(events)} events received; queue handler invoked {len(invocations)} times, "
+        f"{reported} message(s) reported for retry, {retried} redelivered.",
+        file=out,
+    )
+
+
+def _short(call_id: str) -> str:
+    return call_id[:12] + "…" if len(call_id) > 13 else call_id

@@ -1,0 +1,210 @@
+"""The whole local pipeline in one process: sandbox, moto, HTTP API, poller.
+
+:class:`LocalPipeline` is what ``call-enricher local up`` and the demo start, in this order:
+
+1. the Sinch sandbox (a real HTTP server on 127.0.0.1 behaving like Get Call);
+2. the AWS side (:class:`~call_enricher_tools.local.stack.LocalStack`: moto with the
+   template's resources, the sandbox's credentials in the Sinch secret), whose function
+   environment is installed in ``os.environ`` for the real handlers;
+3. the HTTP API on 127.0.0.1 (port 3000 by default, like ``sam local start-api``), turning
+   real requests into API Gateway v2 events for the real ``http_api`` and ``sinch_callbacks``
+   handlers; the sandbox's callbacks are pointed at its ``/sinch/callbacks`` route;
+4. the SQS poller playing the queue function's event source mapping.
+
+:meth:`LocalPipeline.stop` stops them in reverse order and restores the environment.
+Everything binds 127.0.0.1 only. IAM (SigV4) auth of the ``/calls`` routes is not enforced
+locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from call_enricher_tools.local.poller import Invocation, SqsPoller, load_function
+from call_enricher_tools.local.stack import (
+    LOCAL_VISIBILITY_TIMEOUT,
+    LOOPBACK,
+    LocalStack,
+    PortInUseError,
+    _check_port_free,
+)
+from call_enricher_tools.local.template import REPO_ROOT
+
+DEFAULT_API_PORT = 3000  # what `sam local start-api` uses
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+
+
+@dataclass
+class PipelineOptions:
+    """Ports (0 = any free port), template parameter overrides and local knobs."""
+
+    api_port: int = DEFAULT_API_PORT
+    aws_port: int = 0
+    sandbox_port: int = 0
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    visibility_timeout_seconds: int = LOCAL_VISIBILITY_TIMEOUT
+    quiet: bool = False
+    """Keep the handlers' JSON logs (below ERROR) and EMF metric lines off the console."""
+    sandbox_options: Mapping[str, Any] = field(default_factory=dict)
+    extra_environment: Mapping[str, str] = field(default_factory=dict)
+    on_invocation: Callable[[Invocation], None] | None = None
+    stack_name: str = "call-enricher-local"
+
+
+class LocalPipeline:
+    """Sandbox + moto + HTTP API + poller. ``start()`` then ``stop()`` (or ``with``)."""
+
+    def __init__(self, options: PipelineOptions | None = None) -> None:
+        self.options = options or PipelineOptions()
+        self.sandbox: Any = None
+        self.stack: LocalStack | None = None
+        self.api: Any = None
+        self.poller: SqsPoller | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> LocalPipeline:
+        """Start everything; on any failure, stop what was started and re-raise."""
+        options = self.options
+        # Fail before starting anything when a fixed port is taken.
+        for what, port in (
+            ("HTTP API", options.api_port),
+            ("moto server (AWS)", options.aws_port),
+            ("Sinch sandbox", options.sandbox_port),
+        ):
+            _check_port_free(what, port)
+        try:
+            self._start_sandbox()
+            self._start_stack()
+            self._start_api()
+            self._start_poller()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop everything that runs, in reverse order; restore the environment."""
+        if self.poller is not None:
+            self.poller.stop()
+            self.poller = None
+        if self.api is not None:
+            _quietly(self.api.stop)
+            self.api = None
+        if self.stack is not None:
+            self.stack.stop()
+            self.stack = None
+        if self.sandbox is not None:
+            _quietly(self.sandbox.stop)
+            self.sandbox = None
+
+    def __enter__(self) -> LocalPipeline:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- parts ---------------------------------------------------------------------------
+
+    def _start_sandbox(self) -> None:
+        from call_enricher_tools.sandbox import Sandbox
+
+        sandbox = Sandbox(
+            host=LOOPBACK, port=self.options.sandbox_port, **dict(self.options.sandbox_options)
+        )
+        _start(sandbox, "Sinch sandbox", self.options.sandbox_port)
+        self.sandbox = sandbox
+
+    def _start_stack(self) -> None:
+        options = self.options
+        extra = dict(options.extra_environment)
+        if options.quiet:
+            extra.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+        stack = LocalStack(
+            sinch_credentials=self.sandbox.credentials,
+            sinch_base_url=self.sandbox.base_url,
+            parameters=options.parameters,
+            stack_name=options.stack_name,
+            port=options.aws_port,
+            visibility_timeout_seconds=options.visibility_timeout_seconds,
+            extra_environment=extra,
+        )
+        stack.start()
+        self.stack = stack
+        stack.apply_environment()
+        if options.quiet:
+            from call_enricher.observability import logger
+
+            logger.setLevel(logging.ERROR)
+            logging.getLogger("call_enricher").setLevel(logging.ERROR)
+
+    def _start_api(self) -> None:
+        from call_enricher_tools.local_api import LocalApi
+
+        api = LocalApi(host=LOOPBACK, port=self.options.api_port)
+        _start(api, "HTTP API", self.options.api_port)
+        self.api = api
+        configure = getattr(self.sandbox, "set_callback_url", None)
+        if configure is not None:
+            configure(self.callback_url)
+        else:
+            self.sandbox.callback_url = self.callback_url
+
+    def _start_poller(self) -> None:
+        stack = self.require_stack()
+        trigger = stack.trigger
+        properties = stack.template.function_properties(trigger.function)
+        app = FUNCTIONS_DIR / Path(str(properties["CodeUri"])).name / "app.py"
+        handler = str(properties.get("Handler", "app.lambda_handler"))
+        poller = SqsPoller(
+            sqs_client=stack.client("sqs"),
+            queue_url=stack.queue_url,
+            queue_arn=stack.queue_arn,
+            handler_factory=lambda i: load_function(app, handler, instance=f"queue_{i}"),
+            function_name=f"{stack.stack_name}-{trigger.function}",
+            function_timeout_seconds=trigger.function_timeout_seconds,
+            batch_size=trigger.batch_size,
+            batching_window_seconds=trigger.batching_window_seconds,
+            concurrency=trigger.max_concurrency,
+            report_batch_item_failures=trigger.report_batch_item_failures,
+            on_invocation=self.options.on_invocation,
+        )
+        poller.start()
+        self.poller = poller
+
+    # -- where things are ----------------------------------------------------------------
+
+    def require_stack(self) -> LocalStack:
+        """The started AWS side (raises when the pipeline is not started)."""
+        if self.stack is None:
+            raise RuntimeError("the local pipeline is not started")
+        return self.stack
+
+    @property
+    def api_url(self) -> str:
+        return str(self.api.base_url)
+
+    @property
+    def callback_url(self) -> str:
+        stack = self.require_stack()
+        return self.api_url + stack.parameters["SinchCallbackPath"]
+
+
+def _start(server: Any, what: str, port: int) -> None:
+    """Start a server, turning "address in use" into :class:`PortInUseError`."""
+    try:
+        server.start()
+    except OSError as exc:
+        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise PortInUseError(what, port, exc) from None
+        raise
+
+
+def _quietly(stop: Callable[[], Any]) -> None:
+    with contextlib.suppress(Exception):  # shutting down: nothing useful to do
+        stop()

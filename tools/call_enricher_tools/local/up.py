@@ -1,0 +1,222 @@
+"""``call-enricher local up``: the local stack, running until Ctrl-C.
+
+Starts the Sinch sandbox, moto (with template.yaml's resources), the HTTP API on
+127.0.0.1:3000 and the SQS poller; prints where everything listens, the environment variables
+that point the AWS CLI / boto3 / ``call-enricher submit`` at it, and then one line per
+queue-handler invocation and per event a consumer receives. Ctrl-C (or SIGTERM) stops
+everything cleanly. A port that is taken is reported with the port and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any, TextIO
+
+from call_enricher_tools.local.poller import Invocation
+from call_enricher_tools.local.runner import DEFAULT_API_PORT, LocalPipeline, PipelineOptions
+from call_enricher_tools.local.stack import LOCAL_VISIBILITY_TIMEOUT, REGION, PortInUseError
+
+EXIT_OK = 0
+EXIT_START_FAILED = 6  # the CLI's "configuration problem" (a port taken, a bad parameter)
+
+
+def run_local_up(
+    options: PipelineOptions,
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    stop: threading.Event,
+) -> int:
+    """Run the local pipeline until ``stop`` is set; print its banner and activity."""
+    lock = threading.Lock()
+
+    def say(text: str) -> None:
+        with lock:
+            print(text, file=stdout, flush=True)
+
+    def on_invocation(invocation: Invocation) -> None:
+        retried = sum(1 for count in invocation.receive_counts.values() if count > 1)
+        outcome = (
+            f"FAILED ({invocation.error}): all {len(invocation.message_ids)} retried later"
+            if invocation.error
+            else f"{len(invocation.deleted_ids)} done, {len(invocation.failed_ids)} to retry"
+        )
+        say(
+            f"[poller {invocation.poller}] batch of {len(invocation.message_ids)}"
+            f"{f' ({retried} redelivered)' if retried else ''}: {outcome} "
+            f"in {invocation.elapsed_seconds * 1000:.0f} ms"
+        )
+
+    options.on_invocation = on_invocation
+    started = time.monotonic()
+    pipeline = LocalPipeline(options)
+    try:
+        pipeline.start()
+    except PortInUseError as exc:
+        print(f"error: {exc}", file=stderr)
+        return EXIT_START_FAILED
+    except Exception as exc:  # noqa: BLE001 - say what failed, without a stack trace
+        print(f"error: the local stack could not start: {type(exc).__name__}: {exc}", file=stderr)
+        return EXIT_START_FAILED
+    try:
+        say(banner(pipeline, time.monotonic() - started))
+        subscriber = threading.Thread(
+            target=_print_events, args=(pipeline, say, stop), name="subscriber", daemon=True
+        )
+        subscriber.start()
+        stop.wait()
+        say("\nStopping...")
+        subscriber.join(timeout=5)
+    finally:
+        pipeline.stop()
+    say("Stopped.")
+    return EXIT_OK
+
+
+def banner(pipeline: LocalPipeline, elapsed: float) -> str:
+    """Where everything listens, and how to use it."""
+    stack = pipeline.require_stack()
+    sandbox = pipeline.sandbox
+    trigger = stack.trigger
+    outputs = stack.outputs()
+    env = stack.function_environment()
+    samples = list(sandbox.call_ids("final"))[:2]
+    sample = samples[0] if samples else "4398599d1ba84ef3bde0a82dfb61abed"
+    credentials = sandbox.credentials
+    lines = [
+        f"call-enricher local stack up in {elapsed:.1f} s (everything on 127.0.0.1)",
+        "",
+        f"  HTTP API          {pipeline.api_url}   (IAM auth is not enforced locally)",
+        "    POST /calls, GET /calls/{{callId}}, POST /calls/{{callId}}/enrich",
+        f"    Sinch callbacks {pipeline.callback_url}",
+        f"  Sinch sandbox     {sandbox.base_url}",
+        f"    local test credentials: key {credentials.application_key}"
+        f"  secret {credentials.application_secret}",
+        f"  AWS (moto)        {stack.endpoint_url}   region {REGION}",
+        f"    enrichment queue  {stack.queue_url}",
+        f"    dead-letter queue {stack.dead_letter_queue_url}",
+        f"    calls table       {env['CALLS_TABLE_NAME']}",
+        f"    event bus         {env['EVENT_BUS_NAME']}"
+        f" (archive {outputs.get('EventArchiveName')})",
+        f"    subscriber queue  {stack.subscriber_queue_url} (every event, printed below)",
+        f"  SQS poller        batch {trigger.batch_size}, window "
+        f"{trigger.batching_window_seconds:g} s, concurrency {trigger.max_concurrency}, "
+        f"maxReceiveCount {stack.parameters['MaxReceiveCount']}, visibility timeout "
+        f"{stack.visibility_timeout_seconds} s (local; 660 s deployed)",
+        "",
+        "Point your shell at it:",
+        f"  export AWS_ENDPOINT_URL={stack.endpoint_url} AWS_REGION={REGION} "
+        "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
+        f"  export QUEUE_URL={stack.queue_url}",
+        "",
+        "Try:",
+        f"  call-enricher submit --queue-url $QUEUE_URL {' '.join(samples) or sample}",
+        f"  curl -s -X POST {pipeline.api_url}/calls -H 'content-type: application/json' "
+        f'-d \'{{"callIds": ["{sample}"]}}\'',
+        f"  curl -s {pipeline.api_url}/calls/{sample}",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def _print_events(pipeline: LocalPipeline, say: Any, stop: threading.Event) -> None:
+    stack = pipeline.require_stack()
+    while not stop.is_set():
+        try:
+            envelopes = stack.receive_events(wait_seconds=1)
+        except Exception:  # noqa: BLE001 - moto shutting down
+            if stop.wait(0.5):
+                return
+            continue
+        for envelope in envelopes:
+            say(describe_event(envelope))
+
+
+def describe_event(envelope: Mapping[str, Any]) -> str:
+    """One line per event: type, call, status or reason, entry path (no phone numbers)."""
+    detail = envelope.get("detail", {})
+    kind = envelope.get("detail-type", "?")
+    call_id = detail.get("callId") or f"({detail.get('rawCallId') or 'no call ID'})"
+    if kind == "Call Enriched":
+        record = detail.get("record", {})
+        outcome = record.get("outcome", {}).get("outcome", "?")
+        what = f"{detail.get('status')} v{detail.get('version')} {outcome}"
+    else:
+        what = f"{detail.get('reason')}: {detail.get('message', '')}"[:120]
+    return f"[event] {kind}: {call_id} {what} (entry {detail.get('entryPath') or '?'})"
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def _parameters(values: list[str]) -> dict[str, str]:
+    parameters: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"--parameter {value!r}: expected Name=Value")
+        parameters[key] = text
+    return parameters
+
+
+def cmd_local_up(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """The ``local up`` command: run until Ctrl-C / SIGTERM."""
+    try:
+        parameters = _parameters(args.parameter)
+    except argparse.ArgumentTypeError as exc:
+        print(f"error: {exc}", file=stderr)
+        return 2
+    options = PipelineOptions(
+        api_port=args.api_port,
+        aws_port=args.aws_port,
+        sandbox_port=args.sandbox_port,
+        parameters=parameters,
+        visibility_timeout_seconds=args.visibility_timeout,
+        quiet=args.quiet,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run_local_up(options, stdout=stdout, stderr=stderr, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def add_local_up_parser(local_subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``up`` on the ``local`` command's subparsers."""
+    up: argparse.ArgumentParser = local_subparsers.add_parser(
+        "up",
+        help="run the local stack until Ctrl-C",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    up.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="HTTP API (3000)")
+    up.add_argument("--aws-port", type=int, default=0, help="moto server (default: a free port)")
+    up.add_argument("--sandbox-port", type=int, default=0, help="Sinch sandbox (default: free)")
+    up.add_argument(
+        "--visibility-timeout",
+        type=int,
+        default=LOCAL_VISIBILITY_TIMEOUT,
+        help=f"seconds before a failed message is retried (default {LOCAL_VISIBILITY_TIMEOUT})",
+    )
+    up.add_argument(
+        "--parameter",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a template parameter, e.g. -p RecheckBaseDelaySeconds=5",
+    )
+    up.add_argument("--quiet", action="store_true", help="hide the handlers' logs and metrics")
+    up.set_defaults(func=cmd_local_up)
+    return up
