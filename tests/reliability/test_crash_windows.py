@@ -1,0 +1,289 @@
+"""Crash windows of the queue path: kill processing at every step, redeliver, count events.
+
+A Lambda invocation can die anywhere (timeout, out of memory, the runtime recycled): SQS then
+redelivers every message of the batch that was not deleted. Each test kills the real handler
+at one point, by making a patched AWS client (or the handler itself) raise :class:`Killed`, a
+``BaseException`` that no ``except Exception`` in the pipeline can swallow (as good as the
+process dying there), then redelivers the same SQS records and counts the events on the bus
+per ``eventId``.
+
+What the tests establish (the README's "Reliability and security" section says the same):
+
+========================================  ===========================================
+killed ...                                on redelivery
+========================================  ===========================================
+after the Sinch fetch, before the write   stored once, published exactly once
+after the write, before PutEvents         published exactly once (publish marker)
+after PutEvents, before the marker        published TWICE, same eventId and detail:
+                                          the one at-least-once window (consumers
+                                          dedupe on ``eventId``)
+after the marker, before the SQS delete   nothing published again
+ONGOING: before the re-check is sent      no duplicate event; the re-check is sent
+ONGOING: after the re-check is sent       two re-checks in flight, one FINAL event
+mid-batch: records not started in time    only those are retried; each published once
+mid-batch: killed with records stored     every record published exactly once
+========================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from call_enricher import aws, runtime
+from tests.support.lambda_context import FakeLambdaContext
+from tests.support.queue_harness import (
+    FINAL_ID,
+    ONGOING_ID,
+    SAMPLES,
+    Harness,
+    call_id_of,
+    failed_ids,
+    sqs_event,
+)
+
+HARNESSES = ["harness", "harness_no_freshness"]
+SAMPLE_IDS = [call_id_of(record) for record in SAMPLES.values()]
+MARKER_UPDATE = "SET #publishedVersion = :version"
+
+
+class Killed(BaseException):
+    """The invocation dies here (not an Exception: nothing in the pipeline may catch it)."""
+
+
+def kill_once(
+    monkeypatch: pytest.MonkeyPatch,
+    client: Any,
+    method: str,
+    when: Callable[[dict[str, Any]], bool] = lambda _kwargs: True,
+) -> list[dict[str, Any]]:
+    """Make ``client.method`` die on its first call matching ``when``; later calls go through.
+
+    Returns the list of kwargs of the killed call (empty until it happened).
+    """
+    original = getattr(client, method)
+    killed: list[dict[str, Any]] = []
+
+    def patched(**kwargs: Any) -> Any:
+        if not killed and when(kwargs):
+            killed.append(kwargs)
+            raise Killed(f"{method} killed")
+        return original(**kwargs)
+
+    monkeypatch.setattr(client, method, patched)
+    return killed
+
+
+def is_record_write(kwargs: dict[str, Any]) -> bool:
+    return "#record" in kwargs.get("UpdateExpression", "")
+
+
+def is_marker_write(kwargs: dict[str, Any]) -> bool:
+    return kwargs.get("UpdateExpression") == MARKER_UPDATE
+
+
+def event_ids(events: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(e["detail"]["eventId"] for e in events)
+
+
+@pytest.fixture(params=HARNESSES)
+def any_harness(request: pytest.FixtureRequest) -> Harness:
+    """Each test runs with the idempotency window on (the default) and off."""
+    harness: Harness = request.getfixturevalue(request.param)
+    return harness
+
+
+def test_killed_after_the_fetch_before_the_write(
+    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the invocation dies as it writes the record
+    killed = kill_once(monkeypatch, aws.client("dynamodb"), "update_item", is_record_write)
+    event = sqs_event(FINAL_ID)
+    with pytest.raises(Killed):
+        any_harness.invoke_event(event)
+    assert killed
+    assert any_harness.stack.item(FINAL_ID) is None
+    # When SQS redelivers the same record
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    # Then the call is stored once and announced exactly once
+    assert event_ids(any_harness.events()) == {f"{FINAL_ID}:v1": 1}
+    item = any_harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert (item["version"], item["publishedVersion"]) == (1, 1)
+
+
+def test_killed_after_the_write_before_put_events(
+    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the invocation dies when it publishes (the record is stored)
+    kill_once(monkeypatch, aws.client("events"), "put_events")
+    event = sqs_event(FINAL_ID)
+    with pytest.raises(Killed):
+        any_harness.invoke_event(event)
+    item = any_harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert (item["version"], item["publishedVersion"]) == (1, 0)
+    # When SQS redelivers the record, twice
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    # Then the stored version was published exactly once, and marked
+    assert event_ids(any_harness.events()) == {f"{FINAL_ID}:v1": 1}
+    item = any_harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert item["publishedVersion"] == 1
+
+
+def test_killed_after_put_events_before_the_marker_publishes_twice_with_the_same_id(
+    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the invocation dies right after PutEvents, as it writes the publish marker
+    killed = kill_once(monkeypatch, aws.client("dynamodb"), "update_item", is_marker_write)
+    event = sqs_event(json.dumps({"callId": FINAL_ID, "context": {"order": "o-1"}}))
+    with pytest.raises(Killed):
+        any_harness.invoke_event(event)
+    assert killed
+    first = any_harness.events()
+    # When SQS redelivers the record
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    second = any_harness.events()
+    # Then the version is published again: the documented at-least-once window. The copy has
+    # the same eventId and the same detail, so a consumer that dedupes on eventId sees one.
+    assert [e["detail"]["eventId"] for e in first] == [f"{FINAL_ID}:v1"]
+    assert [e["detail"] for e in second] == [e["detail"] for e in first]
+    # And the marker is now written: further redeliveries publish nothing
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    assert any_harness.events() == []
+    item = any_harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert (item["version"], item["publishedVersion"]) == (1, 1)
+
+
+def test_killed_after_the_marker_before_the_sqs_delete(
+    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the invocation dies after everything was stored, published and marked, before it
+    # could answer (so SQS never deletes the message)
+    def die(_report: Any) -> None:
+        raise Killed("after the pipeline")
+
+    monkeypatch.setattr(any_harness.handler, "emit_batch_metrics", die)
+    event = sqs_event(FINAL_ID, SAMPLE_IDS[0])
+    with pytest.raises(Killed):
+        any_harness.invoke_event(event)
+    first = event_ids(any_harness.events())
+    monkeypatch.setattr(any_harness.handler, "emit_batch_metrics", runtime.emit_batch_metrics)
+    # When SQS redelivers both records
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    # Then nothing is published again
+    assert first == {f"{FINAL_ID}:v1": 1, f"{SAMPLE_IDS[0]}:v1": 1}
+    assert any_harness.events() == []
+
+
+def test_ongoing_killed_before_the_recheck_is_sent(
+    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an ONGOING call whose invocation dies as it schedules the re-check (the in-progress
+    # version is stored, published and marked)
+    sqs = aws.client("sqs")
+    kill_once(monkeypatch, sqs, "send_message")
+    event = sqs_event(ONGOING_ID)
+    with pytest.raises(Killed):
+        any_harness.invoke_event(event)
+    assert event_ids(any_harness.events()) == {f"{ONGOING_ID}:v1": 1}
+    # When SQS redelivers the record
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(sqs, "send_message", lambda **kw: sent.append(kw) or {"MessageId": "r"})
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    # Then no event is repeated, and the re-check is scheduled this time
+    assert any_harness.events() == []
+    assert [json.loads(s["MessageBody"])["recheck"] for s in sent] == [1]
+
+
+def test_ongoing_killed_after_the_recheck_is_sent(
+    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an ONGOING call whose invocation dies after sending its re-check
+    sqs = aws.client("sqs")
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(sqs, "send_message", lambda **kw: sent.append(kw) or {"MessageId": "r"})
+
+    def die(_report: Any) -> None:
+        raise Killed("after the re-check was sent")
+
+    monkeypatch.setattr(any_harness.handler, "emit_batch_metrics", die)
+    event = sqs_event(ONGOING_ID)
+    with pytest.raises(Killed):
+        any_harness.invoke_event(event)
+    monkeypatch.setattr(any_harness.handler, "emit_batch_metrics", runtime.emit_batch_metrics)
+    # When the message is redelivered, a second re-check goes out (harmless duplicates)
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    assert len(sent) == 2
+    # And when both re-checks arrive after the call ended
+    any_harness.sinch.add_call(ONGOING_ID, {**SAMPLES["answered-us-to-gb"], "callId": ONGOING_ID})
+    rechecks = [s["MessageBody"] for s in sent]
+    assert any_harness.invoke_event(sqs_event(*rechecks, ids=["r-1", "r-2"])) == {
+        "batchItemFailures": []
+    }
+    assert any_harness.invoke_event(sqs_event(rechecks[1], ids=["r-2"])) == {
+        "batchItemFailures": []
+    }
+    # Then v1 (ONGOING) and v2 (FINAL) were each published exactly once
+    assert event_ids(any_harness.events()) == {f"{ONGOING_ID}:v1": 1, f"{ONGOING_ID}:v2": 1}
+    item = any_harness.stack.item(ONGOING_ID)
+    assert item is not None
+    assert (item["status"], item["version"], item["publishedVersion"]) == ("FINAL", 2, 2)
+
+
+def test_records_not_started_before_the_timeout_are_retried_and_complete(
+    any_harness: Harness,
+) -> None:
+    # Given a batch of every sample call, and an invocation about to time out: the first four
+    # records see plenty of time, every later one too little to start
+    bodies = SAMPLE_IDS
+    ids = [f"m-{i}" for i in range(len(bodies))]
+    event = sqs_event(*bodies, ids=ids)
+    asked = iter(range(10_000))
+    context = FakeLambdaContext(remaining_ms=lambda: 60_000 if next(asked) < 4 else 100)
+    # When the batch is handled
+    response = any_harness.invoke_event(event, context)
+    # Then the records not started are reported for retry, the others are done
+    retry = failed_ids(response)
+    assert len(retry) == len(bodies) - 4
+    # When SQS redelivers exactly those
+    redelivered = [r for r in event["Records"] if r["messageId"] in retry]
+    assert any_harness.invoke_event({"Records": redelivered}) == {"batchItemFailures": []}
+    # Then every call was stored and published exactly once: nothing lost, nothing twice
+    counts = event_ids(any_harness.events())
+    assert counts == {f"{call_id}:v1": 1 for call_id in SAMPLE_IDS}
+
+
+def test_killed_mid_batch_with_records_stored_publishes_each_once(
+    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a batch of every sample call killed when it publishes (every record is stored)
+    kill_once(monkeypatch, aws.client("events"), "put_events")
+    event = sqs_event(*SAMPLE_IDS, ids=[f"m-{i}" for i in range(len(SAMPLE_IDS))])
+    with pytest.raises(Killed):
+        any_harness.invoke_event(event)
+    assert all(any_harness.stack.item(call_id) is not None for call_id in SAMPLE_IDS)
+    # When the whole batch is redelivered, twice
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    # Then each call's version 1 was published exactly once
+    assert event_ids(any_harness.events()) == {f"{call_id}:v1": 1 for call_id in SAMPLE_IDS}
+
+
+def test_a_batch_killed_by_no_time_at_all_loses_nothing(any_harness: Harness) -> None:
+    # Given an invocation with no time left for any record: the whole batch fails
+    event = sqs_event(*SAMPLE_IDS[:5], ids=[f"m-{i}" for i in range(5)])
+    with pytest.raises(BatchProcessingError):
+        any_harness.invoke_event(event, FakeLambdaContext(remaining_ms=lambda: 50))
+    assert any_harness.sinch.requests == []
+    # When it is redelivered with time, Then each record completes once
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    assert event_ids(any_harness.events()) == {f"{c}:v1": 1 for c in SAMPLE_IDS[:5]}
