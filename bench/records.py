@@ -42,10 +42,15 @@ def _templates() -> list[str]:
 
 
 class RecordFactory:
-    """Generates Get Call response bodies; ``record(call_id)`` is deterministic per seed."""
+    """Generates Get Call response bodies, deterministic per seed.
 
-    def __init__(self, seed: int = 7) -> None:
+    ``pstn_only``: both parties are phone numbers (the common and the costliest case: the
+    number analysis runs for both), for measurements of single records such as cold start.
+    """
+
+    def __init__(self, seed: int = 7, *, pstn_only: bool = False) -> None:
         self._random = random.Random(seed)
+        self._pstn_only = pstn_only
         self._numbers = _templates()
 
     def number(self) -> str:
@@ -54,7 +59,7 @@ class RecordFactory:
         return template[:-4] + tail
 
     def _party(self) -> dict[str, str]:
-        roll = self._random.random()
+        roll = 0.0 if self._pstn_only else self._random.random()
         if roll < 0.75:
             return {"type": "number", "endpoint": self.number()}
         if roll < 0.87:

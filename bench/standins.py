@@ -28,9 +28,10 @@ from typing import Any, ClassVar
 from bench.records import RecordFactory
 
 LOOPBACK = "127.0.0.1"
-# Bench-only Sinch credentials (the stand-ins do not check them; the secret is base64).
-BENCH_KEY = "bench-key"
-BENCH_SECRET = "YmVuY2gtc2VjcmV0"  # noqa: S105 - a fixture, not a secret
+# The test-only Sinch credentials of events/README.md (the sample callback is signed with
+# them). The Sinch stand-in does not check them; the callback receivers do.
+BENCH_KEY = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+BENCH_SECRET = "Y2FsbC1lbnJpY2hlciB0ZXN0IHNlY3JldCwgbmV2ZXIgcmVhbA=="  # noqa: S105 - test only
 _CALL_PATH = "/calling/v1/calls/id/"
 
 
@@ -107,9 +108,9 @@ class _Running:
 
 
 class SinchStandIn(_Running):
-    def __init__(self, delay: float = 0.1, seed: int = 3) -> None:
+    def __init__(self, delay: float = 0.1, seed: int = 3, *, pstn_only: bool = False) -> None:
         self.delay = delay
-        self._factory = RecordFactory(seed)
+        self._factory = RecordFactory(seed, pstn_only=pstn_only)
         self._bodies: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self.start(_SinchHandler)
@@ -387,12 +388,13 @@ class _AwsHandler(_Handler):
 class SinchProcess:
     """``python -m bench.standins sinch DELAY`` as a child process; stats over HTTP."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, *, pstn_only: bool = False) -> None:
         import subprocess
         import sys
 
+        args = ["sinch", str(delay)] + (["pstn"] if pstn_only else [])
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.standins", "sinch", str(delay)],
+            [sys.executable, "-m", "bench.standins", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -446,8 +448,9 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] == ["sinch"]:
-        _serve_until_stdin_closes(SinchStandIn(delay=float(sys.argv[2])))
+        pstn = sys.argv[3:4] == ["pstn"]
+        _serve_until_stdin_closes(SinchStandIn(delay=float(sys.argv[2]), pstn_only=pstn))
     elif sys.argv[1:2] == ["aws"]:
         _serve_until_stdin_closes(AwsServer())
     else:
-        sys.exit("usage: python -m bench.standins sinch DELAY | aws")
+        sys.exit("usage: python -m bench.standins sinch DELAY [pstn] | aws")

@@ -1,0 +1,313 @@
+"""Cold start: fresh Python processes that import a handler and complete its first invocation.
+
+Each handler (ours and its naive baseline, see :mod:`bench.naive`) runs in a fresh process
+(``bench/child.py``) with compiled bytecode (a discarded first round writes ``__pycache__``),
+``PYTHONPATH`` at the layer's source (as ``/opt/python`` in Lambda, not the editable-install
+hook), against local stand-ins: AWS through ``AWS_ENDPOINT_URL`` at :class:`AwsServer`
+(DynamoDB, EventBridge, SQS, Secrets Manager over the real AWS JSON protocols, in this
+process) and Sinch at a :class:`SinchProcess` answering at once. Every invocation does the
+real work (a new call ID each time: fetch, store, publish). Rounds are interleaved so that
+machine noise hits every variant alike; the figure is the median of the rounds.
+
+Also: the import-only split, and what Logger, Metrics, Tracer (X-Ray), validation (pydantic
+and the record model) and phonenumbers each add to a fresh-process import on top of
+``boto3 + requests`` (differences of median import times), and whether tracing off keeps
+``aws_xray_sdk`` out of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.imports import median_import
+from bench.report import Figure, figure
+from bench.standins import BENCH_KEY, BENCH_SECRET, AwsServer, SinchProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "child.py"
+EVENTS = ROOT / "events"
+QUEUE_URL_PATH = "/123456789012/call-enricher-requests"
+CALLBACK_PATH = "/sinch/callbacks"
+
+
+@dataclass
+class Variant:
+    name: str
+    handler: Path
+    event: Callable[[], dict[str, Any]]
+    ok: Callable[[Any], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def median(self, key: str) -> float:
+        return statistics.median(float(s[key]) for s in self.samples)
+
+
+def _sqs_event() -> dict[str, Any]:
+    event = json.loads((EVENTS / "sqs-batch.json").read_text())
+    record = event["Records"][0]
+    record["messageId"] = str(uuid.uuid4())
+    record["body"] = json.dumps({"callId": uuid.uuid4().hex})
+    return {"Records": [record]}
+
+
+def _api_event() -> dict[str, Any]:
+    event = json.loads((EVENTS / "api-post-enrich.json").read_text())
+    call_id = uuid.uuid4().hex
+    path = f"/calls/{call_id}/enrich"
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["pathParameters"] = {"callId": call_id}
+    return event
+
+
+def _callback_event() -> dict[str, Any]:
+    from call_enricher.sinch.auth import SinchCredentials, signed_headers
+
+    event = json.loads((EVENTS / "sinch-dice-callback.json").read_text())
+    body = json.loads(event["body"])
+    body["callid"] = uuid.uuid4().hex
+    raw = json.dumps(body).encode()
+    content_type = event["headers"]["content-type"]
+    credentials = SinchCredentials(application_key=BENCH_KEY, application_secret=BENCH_SECRET)
+    signed = signed_headers(
+        credentials, method="POST", path=CALLBACK_PATH, body=raw, content_type=content_type
+    )
+    event["headers"]["x-timestamp"] = signed["x-timestamp"]
+    event["headers"]["authorization"] = signed["Authorization"]
+    event["headers"]["content-length"] = str(len(raw))
+    event["body"] = raw.decode()
+    event["isBase64Encoded"] = False
+    return event
+
+
+def _no_failures(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("batchItemFailures") == []
+
+
+def _status(code: int) -> Callable[[Any], bool]:
+    return lambda result: isinstance(result, dict) and result.get("statusCode") == code
+
+
+def _base_env(aws_url: str, sinch_url: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return {
+        **keep,
+        "PYTHONPATH": str(ROOT / "layers" / "core"),
+        "AWS_ENDPOINT_URL": aws_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_LAMBDA_FUNCTION_NAME": "bench",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+        "CALLS_TABLE_NAME": "calls",
+        "EVENT_BUS_NAME": "bus",
+        "ENRICHMENT_QUEUE_URL": aws_url + QUEUE_URL_PATH,
+        "SINCH_SECRET_ID": "sinch",
+        "SINCH_BASE_URL": sinch_url,
+        "SINCH_CALLBACK_PATH": CALLBACK_PATH,
+        "SINCH_APPLICATION_KEY": BENCH_KEY,  # the naive handlers read these
+        "SINCH_APPLICATION_SECRET": BENCH_SECRET,
+        "POWERTOOLS_SERVICE_NAME": "call-enricher",
+        "POWERTOOLS_METRICS_NAMESPACE": "CallEnricher",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+
+
+TRACING_ON = {
+    "POWERTOOLS_TRACE_DISABLED": "false",
+    "_X_AMZN_TRACE_ID": (
+        "Root=1-6745a2c0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1"
+    ),
+    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",  # UDP: segments are sent, nobody listens
+    "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+}
+
+
+def _variants() -> tuple[list[Variant], list[str]]:
+    functions = ROOT / "functions"
+    naive = Path(__file__).resolve().parent / "naive"
+    ok_api, ok_callback = _status(200), _status(200)
+    variants = [
+        Variant("queue", functions / "queue_enricher" / "app.py", _sqs_event, _no_failures),
+        Variant(
+            "queue+tracing",
+            functions / "queue_enricher" / "app.py",
+            _sqs_event,
+            _no_failures,
+            TRACING_ON,
+        ),
+        Variant("naive queue", naive / "queue.py", _sqs_event, _no_failures),
+        Variant("api", functions / "http_api" / "app.py", _api_event, ok_api),
+        Variant("naive api", naive / "api.py", _api_event, ok_api),
+        Variant("callback", functions / "sinch_callbacks" / "app.py", _callback_event, ok_callback),
+        Variant("naive callback", naive / "callback.py", _callback_event, ok_callback),
+    ]
+    missing = [v.handler.relative_to(ROOT).as_posix() for v in variants if not v.handler.exists()]
+    return [v for v in variants if v.handler.exists()], sorted(set(missing))
+
+
+def _run_child(variant: Variant, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    event_file = workdir / f"{variant.name.replace(' ', '-')}.json"
+    event_file.write_text(json.dumps(variant.event()))
+    completed = subprocess.run(
+        [sys.executable, "-P", str(CHILD), str(variant.handler), str(event_file)],
+        env={**env, **variant.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("BENCH ")]
+    if completed.returncode or not lines:
+        raise RuntimeError(
+            f"cold start of {variant.name} failed ({completed.returncode}): "
+            f"{completed.stderr[-2000:] or completed.stdout[-2000:]}"
+        )
+    sample: dict[str, Any] = json.loads(lines[-1][len("BENCH ") :])
+    if not variant.ok(sample["result"]):
+        raise RuntimeError(f"{variant.name}: unexpected first invocation result {sample['result']}")
+    return sample
+
+
+def measure(runs: int) -> tuple[list[Variant], list[str]]:
+    """Run every variant ``runs`` times (plus one discarded round), interleaved."""
+    variants, missing = _variants()
+    with (
+        AwsServer() as aws,
+        SinchProcess(0.0, pstn_only=True) as sinch,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        env = _base_env(aws.url, sinch.url)
+        for round_ in range(runs + 1):
+            for variant in variants:
+                sample = _run_child(variant, env, Path(tmp))
+                if round_:  # round 0 compiles bytecode and warms the page cache
+                    variant.samples.append(sample)
+    return variants, missing
+
+
+# Marginal fresh-process import costs, each on top of what the previous line imports.
+BASE = "import json, boto3, requests"
+COMPONENTS = [
+    ("Powertools Logger", "from aws_lambda_powertools import Logger", BASE),
+    (
+        "Powertools Metrics",
+        "from aws_lambda_powertools import Logger, Metrics",
+        "from aws_lambda_powertools import Logger",
+    ),
+    (
+        "Powertools Tracer (aws_xray_sdk)",
+        "from aws_lambda_powertools import Logger, Metrics, Tracer",
+        "from aws_lambda_powertools import Logger, Metrics",
+    ),
+    ("pydantic", "import pydantic", BASE),
+    ("validation: record model", "import pydantic, call_enricher.model", "import pydantic"),
+    ("phonenumbers (core)", "import phonenumbers", BASE),
+    (
+        "phonenumbers geocoder/carrier/tz data",
+        "import call_enricher.phones as p; p.preload()",
+        "import call_enricher.phones",
+    ),
+]
+
+
+def _components(runs: int) -> list[Figure]:
+    cache: dict[str, float] = {}
+
+    def timed(statement: str) -> float:
+        full = statement if statement.startswith(BASE) else f"{BASE}; {statement}"
+        if full not in cache:
+            cache[full] = median_import(full, runs)
+        return cache[full]
+
+    return [
+        figure(
+            f"  import adds: {name}",
+            (timed(statement) - timed(base)) * 1000,
+            "ms",
+            note=f"median of {runs} fresh processes each",
+        )
+        for name, statement, base in COMPONENTS
+    ]
+
+
+def run(quick: bool = False) -> list[Figure]:
+    runs = 3 if quick else 10
+    variants, missing = measure(runs)
+    by_name = {v.name: v for v in variants}
+    figures: list[Figure] = []
+    goals = {"queue": "<= 1.5", "api": "<= 1.5", "callback": "<= 1.2"}
+    for name, goal in goals.items():
+        ours, naive = by_name.get(name), by_name.get(f"naive {name}")
+        if ours is None or naive is None:
+            figures.append(
+                figure(
+                    f"{name} cold start / naive",
+                    float("nan"),
+                    "ratio",
+                    note=f"not measured: {', '.join(missing)} missing",
+                )
+            )
+            continue
+        o, n = ours.median("first_invocation_ms"), naive.median("first_invocation_ms")
+        figures.append(
+            figure(
+                f"{name} cold start / naive",
+                o / n,
+                "ratio",
+                goal,
+                f"{o:.0f} ms vs {n:.0f} ms, median of {runs}, tracing off",
+            )
+        )
+        figures.append(
+            figure(
+                f"  {name}: import only / naive",
+                ours.median("import_ms") / naive.median("import_ms"),
+                "ratio",
+                note=f"{ours.median('import_ms'):.0f} ms vs {naive.median('import_ms'):.0f} ms; "
+                f"first invocation {ours.median('invoke_ms'):.0f} vs "
+                f"{naive.median('invoke_ms'):.0f} ms",
+            )
+        )
+    traced, queue, naive_queue = (
+        by_name.get("queue+tracing"),
+        by_name["queue"],
+        by_name["naive queue"],
+    )
+    if traced is not None:
+        t = traced.median("first_invocation_ms")
+        figures.append(
+            figure(
+                "queue cold start, tracing on / naive",
+                t / naive_queue.median("first_invocation_ms"),
+                "ratio",
+                note=f"{t:.0f} ms: X-Ray adds {t - queue.median('first_invocation_ms'):.0f} ms",
+            )
+        )
+    ours_off = [v for v in variants if not v.name.startswith("naive") and "tracing" not in v.name]
+    loaded = any(s["xray_loaded"] for v in ours_off for s in v.samples)
+    figures.append(
+        figure(
+            "aws_xray_sdk loaded with tracing off",
+            int(loaded),
+            "bool",
+            "== 0",
+            "in sys.modules after the first invocation of: " + ", ".join(v.name for v in ours_off),
+        )
+    )
+    figures.extend(_components(3 if quick else 7))
+    return figures
