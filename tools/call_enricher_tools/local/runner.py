@@ -65,6 +65,7 @@ class LocalPipeline:
         self.stack: LocalStack | None = None
         self.api: Any = None
         self.poller: SqsPoller | None = None
+        self._log_levels: list[tuple[Any, int]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -99,6 +100,9 @@ class LocalPipeline:
         if self.stack is not None:
             self.stack.stop()
             self.stack = None
+        while self._log_levels:
+            quieted, level = self._log_levels.pop()
+            quieted.setLevel(level)
         if self.sandbox is not None:
             _quietly(self.sandbox.stop)
             self.sandbox = None
@@ -140,8 +144,9 @@ class LocalPipeline:
         if options.quiet:
             from call_enricher.observability import logger
 
-            logger.setLevel(logging.ERROR)
-            logging.getLogger("call_enricher").setLevel(logging.ERROR)
+            for quieted in (logger, logging.getLogger("call_enricher")):
+                self._log_levels.append((quieted, quieted.level))
+                quieted.setLevel(logging.ERROR)
 
     def _start_api(self) -> None:
         from call_enricher_tools.local_api import LocalApi
