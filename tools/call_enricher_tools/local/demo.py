@@ -19,10 +19,12 @@ everything is stopped. Exit status 0 when every ID reached its expected terminal
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from call_enricher_tools.demo import render_table, row
@@ -66,15 +68,22 @@ def run_demo(
     stderr: TextIO,
     timeout_seconds: float = DEMO_TIMEOUT_SECONDS,
     api_port: int = 0,
+    log_file: Path | None = None,
 ) -> int:
-    """Run the full local pipeline demo; 0 when every call ended as expected."""
+    """Run the full local pipeline demo; 0 when every call ended as expected.
+
+    The handlers' own logs go to ``log_file`` (default: a file in the temporary directory),
+    so the console shows the demo's progress and tables only."""
     started = time.monotonic()
+    if log_file is None:
+        log_file = Path(tempfile.gettempdir()) / "call-enricher-demo.log"
+        log_file.unlink(missing_ok=True)
     invocations: list[Invocation] = []
     options = PipelineOptions(
         api_port=api_port,
         parameters={"RecheckBaseDelaySeconds": "1"},
         visibility_timeout_seconds=2,
-        quiet=True,
+        log_file=log_file,
         on_invocation=invocations.append,
         stack_name="call-enricher-demo",
     )

@@ -48,8 +48,8 @@ class PipelineOptions:
     sandbox_port: int = 0
     parameters: Mapping[str, str] = field(default_factory=dict)
     visibility_timeout_seconds: int = LOCAL_VISIBILITY_TIMEOUT
-    quiet: bool = False
-    """Keep the handlers' JSON logs (below ERROR) and EMF metric lines off the console."""
+    log_file: Path | None = None
+    """Write the handlers' JSON logs and EMF metric lines to this file, not the console."""
     sandbox_options: Mapping[str, Any] = field(default_factory=dict)
     extra_environment: Mapping[str, str] = field(default_factory=dict)
     on_invocation: Callable[[Invocation], None] | None = None
@@ -65,7 +65,7 @@ class LocalPipeline:
         self.stack: LocalStack | None = None
         self.api: Any = None
         self.poller: SqsPoller | None = None
-        self._log_levels: list[tuple[Any, int]] = []
+        self._undo_logs: list[Callable[[], Any]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -100,9 +100,7 @@ class LocalPipeline:
         if self.stack is not None:
             self.stack.stop()
             self.stack = None
-        while self._log_levels:
-            quieted, level = self._log_levels.pop()
-            quieted.setLevel(level)
+        self._restore_logs()
         if self.sandbox is not None:
             _quietly(self.sandbox.stop)
             self.sandbox = None
@@ -126,9 +124,6 @@ class LocalPipeline:
 
     def _start_stack(self) -> None:
         options = self.options
-        extra = dict(options.extra_environment)
-        if options.quiet:
-            extra.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
         stack = LocalStack(
             sinch_credentials=self.sandbox.credentials,
             sinch_base_url=self.sandbox.base_url,
@@ -136,17 +131,13 @@ class LocalPipeline:
             stack_name=options.stack_name,
             port=options.aws_port,
             visibility_timeout_seconds=options.visibility_timeout_seconds,
-            extra_environment=extra,
+            extra_environment=options.extra_environment,
         )
         stack.start()
         self.stack = stack
         stack.apply_environment()
-        if options.quiet:
-            from call_enricher.observability import logger
-
-            for quieted in (logger, logging.getLogger("call_enricher")):
-                self._log_levels.append((quieted, quieted.level))
-                quieted.setLevel(logging.ERROR)
+        if options.log_file is not None:
+            self._redirect_logs(options.log_file)
 
     def _start_api(self) -> None:
         from call_enricher_tools.local_api import LocalApi
@@ -181,6 +172,32 @@ class LocalPipeline:
         )
         poller.start()
         self.poller = poller
+
+    def _redirect_logs(self, path: Path) -> None:
+        """Handlers' output to ``path``: Powertools' JSON logs, the EMF lines it prints to
+        stdout, and the library's standard-library log records (Sinch retries...)."""
+        import sys
+
+        from call_enricher.observability import logger
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sink = path.open("a", encoding="utf-8", buffering=1)
+        self._undo_logs.append(sink.close)
+        handler = logger.registered_handler
+        if isinstance(handler, logging.StreamHandler):
+            previous_stream = handler.setStream(sink)
+            self._undo_logs.append(lambda: handler.setStream(previous_stream))
+        library = logging.getLogger("call_enricher")
+        file_handler = logging.StreamHandler(sink)
+        library.addHandler(file_handler)
+        self._undo_logs.append(lambda: library.removeHandler(file_handler))
+        previous_stdout = sys.stdout
+        sys.stdout = sink
+        self._undo_logs.append(lambda: setattr(sys, "stdout", previous_stdout))
+
+    def _restore_logs(self) -> None:
+        while self._undo_logs:
+            _quietly(self._undo_logs.pop())
 
     # -- where things are ----------------------------------------------------------------
 

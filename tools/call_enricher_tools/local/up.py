@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
@@ -178,7 +179,7 @@ def cmd_local_up(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
         sandbox_port=args.sandbox_port,
         parameters=parameters,
         visibility_timeout_seconds=args.visibility_timeout,
-        quiet=args.quiet,
+        log_file=args.log_file,
     )
     stop = threading.Event()
 
@@ -217,6 +218,11 @@ def add_local_up_parser(local_subparsers: Any) -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override a template parameter, e.g. -p RecheckBaseDelaySeconds=5",
     )
-    up.add_argument("--quiet", action="store_true", help="hide the handlers' logs and metrics")
+    up.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="write the handlers' JSON logs and metrics here instead of the console",
+    )
     up.set_defaults(func=cmd_local_up)
     return up
