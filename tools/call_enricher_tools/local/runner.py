@@ -54,6 +54,9 @@ class PipelineOptions:
     extra_environment: Mapping[str, str] = field(default_factory=dict)
     on_invocation: Callable[[Invocation], None] | None = None
     stack_name: str = "call-enricher-local"
+    real_sinch: Any = None
+    """``SinchCredentials`` of a real Sinch application: no sandbox; calls go to Sinch in
+    the template's ``SinchRegion`` (override with ``parameters``)."""
 
 
 class LocalPipeline:
@@ -114,6 +117,8 @@ class LocalPipeline:
     # -- parts ---------------------------------------------------------------------------
 
     def _start_sandbox(self) -> None:
+        if self.options.real_sinch is not None:
+            return
         from call_enricher_tools.sandbox import Sandbox
 
         sandbox = Sandbox(
@@ -124,9 +129,10 @@ class LocalPipeline:
 
     def _start_stack(self) -> None:
         options = self.options
+        real = options.real_sinch
         stack = LocalStack(
-            sinch_credentials=self.sandbox.credentials,
-            sinch_base_url=self.sandbox.base_url,
+            sinch_credentials=real if real is not None else self.sandbox.credentials,
+            sinch_base_url=None if real is not None else self.sandbox.base_url,
             parameters=options.parameters,
             stack_name=options.stack_name,
             port=options.aws_port,
@@ -145,6 +151,8 @@ class LocalPipeline:
         api = LocalApi(host=LOOPBACK, port=self.options.api_port)
         _start(api, "HTTP API", self.options.api_port)
         self.api = api
+        if self.sandbox is None:
+            return
         configure = getattr(self.sandbox, "set_callback_url", None)
         if configure is not None:
             configure(self.callback_url)

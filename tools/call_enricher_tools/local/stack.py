@@ -17,7 +17,8 @@ Local differences from a deployment, on purpose:
   a few seconds instead of 660 s) so that a failed message reappears quickly;
 * queue policies are not created (moto does not enforce them, and the template's
   ``aws:SecureTransport`` deny would refuse the local plain-HTTP endpoint anyway);
-* tracing is off and the Sinch base URL points at the sandbox (``SINCH_BASE_URL``).
+* tracing is off and the Sinch base URL points at the sandbox (``SINCH_BASE_URL``), unless
+  the stack is pointed at real Sinch (``sinch_base_url=None``: the template's region).
 
 :meth:`LocalStack.function_environment` is the union of the functions' environment
 variables as the template resolves them, plus the local endpoint, fake credentials and the
@@ -92,7 +93,7 @@ class LocalStack:
         self,
         *,
         sinch_credentials: Any,
-        sinch_base_url: str,
+        sinch_base_url: str | None,
         parameters: Mapping[str, str] | None = None,
         stack_name: str = DEFAULT_STACK_NAME,
         port: int = 0,
@@ -234,10 +235,11 @@ class LocalStack:
                 "AWS_REGION": REGION,
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_EC2_METADATA_DISABLED": "true",
-                "SINCH_BASE_URL": self.sinch_base_url,
                 **self.extra_environment,
             }
         )
+        if self.sinch_base_url:
+            env["SINCH_BASE_URL"] = self.sinch_base_url
         return env
 
     def apply_environment(self) -> dict[str, str]:

@@ -86,18 +86,27 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
     trigger = stack.trigger
     outputs = stack.outputs()
     env = stack.function_environment()
-    samples = list(sandbox.call_ids("final"))[:2]
+    samples = list(sandbox.call_ids("final"))[:2] if sandbox is not None else []
     sample = samples[0] if samples else "4398599d1ba84ef3bde0a82dfb61abed"
-    credentials = sandbox.credentials
+    if sandbox is not None:
+        credentials = sandbox.credentials
+        sinch_lines = [
+            f"  Sinch sandbox     {sandbox.base_url}",
+            f"    local test credentials: key {credentials.application_key}"
+            f"  secret {credentials.application_secret}",
+        ]
+    else:
+        sinch_lines = [
+            f"  Sinch             REAL, region {stack.parameters['SinchRegion']} "
+            "(credentials from SINCH_APPLICATION_KEY / SINCH_APPLICATION_SECRET)"
+        ]
     lines = [
         f"call-enricher local stack up in {elapsed:.1f} s (everything on 127.0.0.1)",
         "",
         f"  HTTP API          {pipeline.api_url}   (IAM auth is not enforced locally)",
         "    POST /calls, GET /calls/{{callId}}, POST /calls/{{callId}}/enrich",
         f"    Sinch callbacks {pipeline.callback_url}",
-        f"  Sinch sandbox     {sandbox.base_url}",
-        f"    local test credentials: key {credentials.application_key}"
-        f"  secret {credentials.application_secret}",
+        *sinch_lines,
         f"  AWS (moto)        {stack.endpoint_url}   region {REGION}",
         f"    enrichment queue  {stack.queue_url}",
         f"    dead-letter queue {stack.dead_letter_queue_url}",
@@ -173,7 +182,24 @@ def cmd_local_up(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     except argparse.ArgumentTypeError as exc:
         print(f"error: {exc}", file=stderr)
         return 2
+    real_sinch = None
+    if args.real_sinch:
+        import os
+
+        from call_enricher.sinch.auth import SinchCredentials
+
+        key = os.environ.get("SINCH_APPLICATION_KEY", "")
+        secret = os.environ.get("SINCH_APPLICATION_SECRET", "")
+        if not key or not secret:
+            print(
+                "error: --real-sinch needs SINCH_APPLICATION_KEY and SINCH_APPLICATION_SECRET "
+                "(the Voice application's key and secret from the Sinch dashboard)",
+                file=stderr,
+            )
+            return EXIT_START_FAILED
+        real_sinch = SinchCredentials(application_key=key, application_secret=secret)
     options = PipelineOptions(
+        real_sinch=real_sinch,
         api_port=args.api_port,
         aws_port=args.aws_port,
         sandbox_port=args.sandbox_port,
@@ -217,6 +243,12 @@ def add_local_up_parser(local_subparsers: Any) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="override a template parameter, e.g. -p RecheckBaseDelaySeconds=5",
+    )
+    up.add_argument(
+        "--real-sinch",
+        action="store_true",
+        help="no sandbox: call the real Sinch API with SINCH_APPLICATION_KEY and "
+        "SINCH_APPLICATION_SECRET (region: -p SinchRegion=euc1, default global)",
     )
     up.add_argument(
         "--log-file",
