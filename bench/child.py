@@ -16,6 +16,23 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 
 
+def peak_rss_kb() -> int:
+    """Peak RSS of this process image, in KiB.
+
+    ``VmHWM`` from ``/proc/self/status``: Linux carries ``ru_maxrss`` across ``exec``, so a
+    child started from a large parent would report the parent's peak. Falls back to
+    ``ru_maxrss`` where there is no ``/proc``.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 class Context:
     """The attributes of a Lambda context the handlers read."""
 
@@ -42,7 +59,7 @@ def main() -> None:
     imported = time.perf_counter()
     with open(event_file) as f:
         event = json.load(f)
-    rss_after_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_after_import = peak_rss_kb()
     result = module.lambda_handler(event, Context())
     done = time.perf_counter()
     report = {
@@ -52,7 +69,7 @@ def main() -> None:
         "xray_loaded": "aws_xray_sdk" in sys.modules,
         "modules": len(sys.modules),
         "maxrss_after_import_kb": rss_after_import,
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_kb": peak_rss_kb(),
         "result": result if len(json.dumps(result, default=str)) < 2000 else "...",
     }
     sys.stdout.flush()

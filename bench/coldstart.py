@@ -183,9 +183,18 @@ def _run_child(variant: Variant, env: dict[str, str], workdir: Path) -> dict[str
     return sample
 
 
-def measure(runs: int) -> tuple[list[Variant], list[str]]:
-    """Run every variant ``runs`` times (plus one discarded round), interleaved."""
+NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1"}  # plus an empty PYTHONPYCACHEPREFIX per run
+
+
+def measure(runs: int, source_runs: int = 0) -> tuple[list[Variant], list[str], dict[str, float]]:
+    """Run every variant ``runs`` times (plus one discarded round), interleaved.
+
+    Also ``source_runs`` runs of the two queue handlers with no bytecode at all (compiled
+    from source at every start: a layer shipped without ``__pycache__``, as ``sam build``
+    makes it, on Lambda's read-only ``/opt``). Returns their medians by variant name.
+    """
     variants, missing = _variants()
+    from_source: dict[str, list[float]] = {}
     with (
         AwsServer() as aws,
         SinchProcess(0.0, pstn_only=True) as sinch,
@@ -197,7 +206,15 @@ def measure(runs: int) -> tuple[list[Variant], list[str]]:
                 sample = _run_child(variant, env, Path(tmp))
                 if round_:  # round 0 compiles bytecode and warms the page cache
                     variant.samples.append(sample)
-    return variants, missing
+        for i in range(source_runs):
+            for variant in variants:
+                if variant.name not in ("queue", "naive queue"):
+                    continue
+                prefix = Path(tmp) / f"pycache-{variant.name.replace(' ', '-')}-{i}"
+                cold_env = {**env, **NO_BYTECODE, "PYTHONPYCACHEPREFIX": str(prefix)}
+                sample = _run_child(variant, cold_env, Path(tmp))
+                from_source.setdefault(variant.name, []).append(sample["first_invocation_ms"])
+    return variants, missing, {k: statistics.median(v) for k, v in from_source.items()}
 
 
 # Marginal fresh-process import costs, each on top of what the previous line imports.
@@ -247,7 +264,7 @@ def _components(runs: int) -> list[Figure]:
 
 def run(quick: bool = False) -> list[Figure]:
     runs = 3 if quick else 10
-    variants, missing = measure(runs)
+    variants, missing, from_source = measure(runs, source_runs=2 if quick else 3)
     by_name = {v.name: v for v in variants}
     figures: list[Figure] = []
     goals = {"queue": "<= 1.5", "api": "<= 1.5", "callback": "<= 1.2"}
@@ -296,6 +313,16 @@ def run(quick: bool = False) -> list[Figure]:
                 t / naive_queue.median("first_invocation_ms"),
                 "ratio",
                 note=f"{t:.0f} ms: X-Ray adds {t - queue.median('first_invocation_ms'):.0f} ms",
+            )
+        )
+    if len(from_source) == 2:
+        o, n = from_source["queue"], from_source["naive queue"]
+        figures.append(
+            figure(
+                "queue cold start without .pyc / naive",
+                o / n,
+                "ratio",
+                note=f"{o:.0f} ms vs {n:.0f} ms: everything compiled from source at start",
             )
         )
     ours_off = [v for v in variants if not v.name.startswith("naive") and "tracing" not in v.name]

@@ -3,7 +3,8 @@
 A fresh process (``bench/child.py``, as for cold start) imports the real queue handler and
 processes one SQS event of 1,000 messages (varied records, Sinch answering at once, AWS at
 :class:`AwsServer` over HTTP: real boto3 clients and their buffers). The peak is the
-process's ``ru_maxrss``; the baselines are a bare interpreter and the same handler's
+process's peak RSS (``VmHWM``: Linux carries ``ru_maxrss`` across ``exec``, which would
+report this large parent's peak); the baselines are a bare interpreter and the same handler's
 one-record cold start, in the same run.
 
 Recommended Lambda memory: ``max(256, ceil(peak * 1.3 / 64) * 64)`` MB. The 30 % covers what
@@ -33,9 +34,13 @@ HANDLER = ROOT / "functions" / "queue_enricher" / "app.py"
 
 
 def _bare_interpreter_kb() -> int:
-    code = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    code = "import child; print(child.peak_rss_kb())"
     out = subprocess.run(
-        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-P", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(CHILD.parent)},
     ).stdout
     return int(out.strip())
 
