@@ -38,9 +38,12 @@ class Figure:
 def check(value: float, goal: str) -> bool:
     """Whether ``value`` meets ``goal`` (e.g. ``"<= 1.25"``); NaN never meets a goal."""
     op, _, bound = goal.partition(" ")
-    if op not in _OPS:
+    try:
+        limit = float(bound)
+    except ValueError:
+        limit = math.nan
+    if op not in _OPS or math.isnan(limit):
         raise ValueError(f"bad goal {goal!r}: expected '<op> <number>' with op in {list(_OPS)}")
-    limit = float(bound)
     return not math.isnan(value) and bool(_OPS[op](value, limit))
 
 
