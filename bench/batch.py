@@ -52,9 +52,12 @@ def _service(aws: FakeAws, sinch_url: str, **overrides: str) -> Any:
     )
     credentials = SinchCredentials(application_key=BENCH_KEY, application_secret=BENCH_SECRET)
 
+    def source(force_refresh: bool = False) -> SinchCredentials:
+        return credentials
+
     def make_client(base_url: str, on_attempt: Any) -> SinchClient:
         return SinchClient(
-            lambda force_refresh=False: credentials,
+            source,
             base_url=base_url,
             auth=settings.sinch_auth_scheme,
             connect_timeout=settings.sinch_connect_timeout_seconds,

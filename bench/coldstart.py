@@ -62,7 +62,7 @@ def _sqs_event() -> dict[str, Any]:
 
 
 def _api_event() -> dict[str, Any]:
-    event = json.loads((EVENTS / "api-post-enrich.json").read_text())
+    event: dict[str, Any] = json.loads((EVENTS / "api-post-enrich.json").read_text())
     call_id = uuid.uuid4().hex
     path = f"/calls/{call_id}/enrich"
     event["rawPath"] = event["requestContext"]["http"]["path"] = path
@@ -73,7 +73,7 @@ def _api_event() -> dict[str, Any]:
 def _callback_event() -> dict[str, Any]:
     from call_enricher.sinch.auth import SinchCredentials, signed_headers
 
-    event = json.loads((EVENTS / "sinch-dice-callback.json").read_text())
+    event: dict[str, Any] = json.loads((EVENTS / "sinch-dice-callback.json").read_text())
     body = json.loads(event["body"])
     body["callid"] = uuid.uuid4().hex
     raw = json.dumps(body).encode()

@@ -180,7 +180,8 @@ class Client:
                 return method(**kwargs)
             except AwsError as error:
                 response: Any = {"Error": {"Code": error.code, "Message": error.message}}
-                raise ClientError({**response, **error.extra}, name) from None
+                response.update(error.extra)
+                raise ClientError(response, name) from None
 
         return call
 

@@ -15,7 +15,7 @@ dynamodb = boto3.client("dynamodb")
 events = boto3.client("events")
 
 
-def lambda_handler(event, context):
+def lambda_handler(event: dict, context: object) -> dict:  # type: ignore[type-arg]
     call_id = event["pathParameters"]["callId"]
     response = requests.get(f"{SINCH_URL}/calling/v1/calls/id/{call_id}", auth=AUTH, timeout=10)
     if response.status_code != 200:

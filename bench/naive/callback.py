@@ -16,7 +16,7 @@ PATH = os.environ.get("SINCH_CALLBACK_PATH", "/sinch/callbacks")
 sqs = boto3.client("sqs")
 
 
-def lambda_handler(event, context):
+def lambda_handler(event: dict, context: object) -> dict:  # type: ignore[type-arg]
     headers = {k.lower(): v for k, v in event.get("headers", {}).items()}
     body = event.get("body") or ""
     raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()

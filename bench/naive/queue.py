@@ -15,10 +15,10 @@ dynamodb = boto3.client("dynamodb")
 events = boto3.client("events")
 
 
-def enrich_one(call_id):
+def enrich_one(call_id: str) -> dict:  # type: ignore[type-arg]
     response = requests.get(f"{SINCH_URL}/calling/v1/calls/id/{call_id}", auth=AUTH, timeout=10)
     response.raise_for_status()
-    call = response.json()
+    call: dict = response.json()  # type: ignore[type-arg]
     dynamodb.put_item(
         TableName=TABLE, Item={"callId": {"S": call_id}, "record": {"S": json.dumps(call)}}
     )
@@ -35,7 +35,7 @@ def enrich_one(call_id):
     return call
 
 
-def lambda_handler(event, context):
+def lambda_handler(event: dict, context: object) -> dict:  # type: ignore[type-arg]
     failures = []
     for record in event["Records"]:
         try:
