@@ -107,3 +107,23 @@ def test_the_accounting_catches_lost_ids_regressions_and_duplicates() -> None:
     report = ChaosReport(ids=1, seed=0, drained=True)
     _account(report, [c], envelopes[3:5], {}, 0.0, [], items, marks)
     assert (report.duplicates, report.unexplained_duplicates, report.balanced) == (1, 0, True)
+
+
+def test_the_command_exits_non_zero_when_the_accounting_does_not_balance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+    import io
+
+    from call_enricher_tools import chaos
+
+    unbalanced = ChaosReport(ids=3, seed=5, final=2, lost=1, drained=True, lost_ids=["x" * 32])
+    monkeypatch.setattr(chaos, "run_chaos", lambda *_a, **_k: unbalanced)
+    out = io.StringIO()
+    args = argparse.Namespace(ids=3, seed=5, time_limit=10.0, verbose=False)
+    assert chaos.cmd_chaos(args, out, io.StringIO()) == 1
+    assert "lost: 1" in out.getvalue().splitlines()
+    assert "balanced: NO" in out.getvalue().splitlines()
+    balanced = ChaosReport(ids=3, seed=5, final=2, failed=1, drained=True)
+    monkeypatch.setattr(chaos, "run_chaos", lambda *_a, **_k: balanced)
+    assert chaos.cmd_chaos(args, io.StringIO(), io.StringIO()) == 0
