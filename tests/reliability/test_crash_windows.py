@@ -22,6 +22,8 @@ ONGOING: before the re-check is sent      no duplicate event; the re-check is se
 ONGOING: after the re-check is sent       two re-checks in flight, one FINAL event
 mid-batch: records not started in time    only those are retried; each published once
 mid-batch: killed with records stored     every record published exactly once
+the same message in two containers        one stored version; its event out once or
+at once (visibility timeout expired)      twice, identical (the second window)
 ========================================  ===========================================
 """
 
@@ -287,3 +289,47 @@ def test_a_batch_killed_by_no_time_at_all_loses_nothing(any_harness: Harness) ->
     # When it is redelivered with time, Then each record completes once
     assert any_harness.invoke_event(event) == {"batchItemFailures": []}
     assert event_ids(any_harness.events()) == {f"{c}:v1": 1 for c in SAMPLE_IDS[:5]}
+
+
+def test_the_same_message_handled_twice_at_once_stores_one_version(
+    harness_no_freshness: Harness,
+) -> None:
+    # Given two containers handling the same SQS records at the same time (a visibility
+    # timeout expired while the first was still working: SQS is at-least-once)
+    import threading
+
+    from call_enricher_tools.local.poller import load_function
+    from tests.support.handlers import FUNCTIONS_DIR
+
+    handlers = [
+        load_function(FUNCTIONS_DIR / "queue_enricher" / "app.py", instance=f"twin_{i}")
+        for i in range(2)
+    ]
+    event = sqs_event(*SAMPLE_IDS[:6], ids=[f"m-{i}" for i in range(6)])
+    barrier = threading.Barrier(2)
+    responses: list[Any] = []
+
+    def run(handler: Callable[..., Any]) -> None:
+        barrier.wait(timeout=10)
+        responses.append(handler(event, FakeLambdaContext()))
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in handlers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    # Then both succeed, each call is stored once (version 1: the conditional write
+    # serialises them), and each event is out at least once and at most twice, the copies
+    # identical (same eventId and detail): the at-least-once window consumers dedupe
+    assert responses == [{"batchItemFailures": []}] * 2
+    events = harness_no_freshness.events()
+    counts = event_ids(events)
+    assert set(counts) == {f"{call_id}:v1" for call_id in SAMPLE_IDS[:6]}
+    assert all(1 <= n <= 2 for n in counts.values())
+    for event_id in counts:
+        details = [e["detail"] for e in events if e["detail"]["eventId"] == event_id]
+        assert all(detail == details[0] for detail in details)
+    for call_id in SAMPLE_IDS[:6]:
+        item = harness_no_freshness.stack.item(call_id)
+        assert item is not None
+        assert item["version"] == 1
