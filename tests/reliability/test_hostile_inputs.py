@@ -25,9 +25,10 @@ import re
 from dataclasses import dataclass
 
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from tests.support.fake_sinch import GET_CALL_PATH, FakeSinch
-from tests.support.queue_harness import FINAL_ID, Harness
+from tests.support.fake_sinch import GET_CALL_PATH, FakeSinch, Reply
+from tests.support.queue_harness import FINAL_ID, SAMPLES, Harness
 
 VALID_PATH = re.compile(re.escape(GET_CALL_PATH) + r"[A-Za-z0-9_-]{1,128}")
 MALFORMED = "malformed-message"
@@ -197,3 +198,27 @@ def test_deeply_nested_context_fails_alone(harness: Harness) -> None:
     assert response == {"batchItemFailures": []}
     kinds = sorted((e["detail-type"], e["detail"].get("reason")) for e in harness.events())
     assert kinds == [("Call Enriched", None), ("Call Enrichment Failed", MALFORMED)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=BatchProcessingError,
+    reason=(
+        "BUG (reported to the lead): a record of ~256-400 KB (a huge `custom` from Sinch) is "
+        "stored (under DynamoDB's 400 KB) but its Call Enriched event is over EventBridge's "
+        "256 KB: the publisher fails it with a PermanentError, and EnrichmentService._publish "
+        "turns every publish error into RETRY, so the message is redelivered maxReceiveCount "
+        "times (Sinch asked each time) and ends in the DLQ, where a redrive cannot help. The "
+        "pipeline's own policy says a permanent error publishes `Call Enrichment Failed`."
+    ),
+)
+def test_a_record_too_large_for_an_event_fails_for_good(harness: Harness) -> None:
+    # Given Sinch answers with a record whose `custom` is 300 KB
+    huge = "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"
+    record = {**SAMPLES["answered-us-to-gb"], "callId": huge, "custom": "x" * 300_000}
+    harness.sinch.on_call(huge, Reply.json(record))
+    # When the message is handled
+    response = harness.invoke(huge)
+    # Then it is a permanent failure, announced, and not retried
+    assert response == {"batchItemFailures": []}
+    assert [e["detail-type"] for e in harness.events()] == ["Call Enrichment Failed"]
