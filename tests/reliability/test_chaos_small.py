@@ -20,7 +20,10 @@ SEED = 20261126
 
 @pytest.fixture(scope="module")
 def report() -> ChaosReport:
-    return run_chaos(IDS, SEED, config=ChaosConfig(time_limit_seconds=240), quiet=True)
+    # 1 % of the IDs fail at Sinch every time, so the DLQ terminal state is exercised too
+    # (MaxReceiveCount 3 instead of the template's 5 keeps the run short)
+    config = ChaosConfig(dead_ids=0.01, max_receive_count=3, time_limit_seconds=240)
+    return run_chaos(IDS, SEED, config=config, quiet=True)
 
 
 def test_every_id_ends_in_exactly_one_terminal_state(report: ChaosReport) -> None:
@@ -55,9 +58,13 @@ def test_the_faults_were_really_injected_and_survived(report: ChaosReport) -> No
     # ... unknown IDs and malformed bodies ended as failures with their reasons ...
     assert report.failed_by_reason["call-not-found"] > 0
     assert set(report.failed_by_reason) <= {"call-not-found", "invalid-record"}
-    # ... and transient faults were retried (by the client, and by SQS redelivery)
+    # ... transient faults were retried (by the client, and by SQS redelivery) ...
     assert max(report.sinch_requests) > 1
     assert max(report.receives) > 1
+    # ... and the calls Sinch always fails reached the DLQ with their reason
+    assert report.injected["sinch-dead-id"] > 0
+    assert report.dlq > 0
+    assert report.dlq_by_reason == {"sinch-unavailable": report.dlq}
 
 
 def test_the_report_has_one_line_per_count(report: ChaosReport) -> None:

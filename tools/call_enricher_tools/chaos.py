@@ -77,6 +77,10 @@ class ChaosConfig:
     sinch_malformed: float = 0.02
     unknown_ids: float = 0.05
     ongoing_ids: float = 0.10
+    dead_ids: float = 0.0
+    """IDs Sinch always fails with 503: retried maxReceiveCount times, then the DLQ."""
+    max_receive_count: int | None = None
+    """Override the template's MaxReceiveCount (None: the template's default)."""
     ongoing_seconds: float = 2.0
     """How long an ONGOING call stays ONGOING after Sinch was first asked about it."""
     ddb_throttle: float = 0.03
@@ -146,12 +150,16 @@ class ChaosSinch:
     # -- what each ID is ---------------------------------------------------------------------
 
     def kind(self, call_id: str) -> str:
-        """``unknown``, ``ongoing`` or ``final`` (decided once per ID, by the seed)."""
+        """``unknown``, ``ongoing``, ``dead`` or ``final`` (decided once per ID, by the seed)."""
         draw = _rng(self.seed, call_id, "kind").random()
-        if draw < self.config.unknown_ids:
-            return "unknown"
-        if draw < self.config.unknown_ids + self.config.ongoing_ids:
-            return "ongoing"
+        for kind, rate in (
+            ("unknown", self.config.unknown_ids),
+            ("ongoing", self.config.ongoing_ids),
+            ("dead", self.config.dead_ids),
+        ):
+            if draw < rate:
+                return kind
+            draw -= rate
         return "final"
 
     def phone_numbers(self, ids: Sequence[str]) -> set[str]:
@@ -226,6 +234,9 @@ class ChaosSinch:
             self.requests_per_id[call_id] += 1
             asked = self.requests_per_id[call_id]
             first = self._first_asked.setdefault(call_id, time.monotonic())
+        if self.kind(call_id) == "dead":
+            self._count("sinch-dead-id")
+            return _error(503, 50300, "Service unavailable")
         draw = _rng(self.seed, call_id, "request", asked).random()
         config = self.config
         for name, rate in (
@@ -412,6 +423,8 @@ class ChaosReport:
     drained: bool = False
     elapsed_seconds: float = 0.0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
+    dlq_by_reason: Counter[str] = field(default_factory=Counter)
+    """The reason of each DLQ'd ID's last retry (SQS keeps the body only, not the reason)."""
     receives: Counter[int] = field(default_factory=Counter)
     sinch_requests: Counter[int] = field(default_factory=Counter)
     latency_seconds: list[float] = field(default_factory=list)
@@ -455,6 +468,7 @@ class ChaosReport:
             f"events: {self.events}",
         ]
         out += [f"failed.{reason}: {n}" for reason, n in sorted(self.failed_by_reason.items())]
+        out += [f"dlq.{reason}: {n}" for reason, n in sorted(self.dlq_by_reason.items())]
         out += [f"injected.{name}: {n}" for name, n in sorted(self.injected.items())]
         out += [
             f"receives_per_id: {dist(self.receives)}",
@@ -507,7 +521,14 @@ def run_chaos(
             sinch_base_url=sinch.base_url,
             stack_name=f"chaos-{seed}-{uuid.uuid4().hex[:6]}",
             visibility_timeout_seconds=config.visibility_timeout_seconds,
-            parameters={"RecheckBaseDelaySeconds": "1"},
+            parameters={
+                "RecheckBaseDelaySeconds": "1",
+                **(
+                    {"MaxReceiveCount": str(config.max_receive_count)}
+                    if config.max_receive_count
+                    else {}
+                ),
+            },
             extra_environment={
                 "SINCH_READ_TIMEOUT_SECONDS": str(config.read_timeout_seconds),
                 "SINCH_CONNECT_TIMEOUT_SECONDS": str(config.connect_timeout_seconds),
@@ -529,6 +550,7 @@ def run_chaos(
         service.publisher = EventPublisher(
             settings.event_bus_name, settings.event_source, client=events
         )
+        last_retry_reason = _record_retry_reasons(service, lock)
         runtime.set_service(service)
         exits.callback(runtime.set_service, None)
 
@@ -572,8 +594,31 @@ def run_chaos(
             Counter(receives.get(mid, 0) for mid in message_ids if mid in id_of_message)
         )
         _account(report, ids, envelopes, seen_at, submitted, dlq_bodies, items, dynamodb)
+        for body in dlq_bodies:
+            call_id = _dlq_call_id(body)
+            report.dlq_by_reason[last_retry_reason.get(call_id or "", "unknown")] += 1
     report.elapsed_seconds = time.monotonic() - started
     return report
+
+
+def _record_retry_reasons(service: Any, lock: threading.Lock) -> dict[str, str]:
+    """Wrap ``service.process`` to remember, per call ID, why it was last retried."""
+    from call_enricher.pipeline import Disposition
+
+    reasons: dict[str, str] = {}
+    process = service.process
+
+    def recording(items: Any, *, remaining_ms: Callable[[], int]) -> Any:
+        batch = process(items, remaining_ms=remaining_ms)
+        with lock:
+            for result in batch.results.values():
+                if result.call_id and result.disposition is Disposition.RETRY:
+                    reason = result.error.reason if result.error else result.outcome.value
+                    reasons[result.call_id] = reason
+        return batch
+
+    service.process = recording
+    return reasons
 
 
 class _Discard(io.TextIOBase):
