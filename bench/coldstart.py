@@ -9,10 +9,11 @@ process) and Sinch at a :class:`SinchProcess` answering at once. Every invocatio
 real work (a new call ID each time: fetch, store, publish). Rounds are interleaved so that
 machine noise hits every variant alike; the figure is the median of the rounds.
 
-Also: the import-only split, and what Logger, Metrics, Tracer (X-Ray), validation (pydantic
-and the record model) and phonenumbers each add to a fresh-process import on top of
-``boto3 + requests`` (differences of median import times), and whether tracing off keeps
-``aws_xray_sdk`` out of the process.
+Also: the import-only split; where the queue handler's import time goes, per package group
+(Logger, Metrics, Tracer + X-Ray, validation, phonenumbers, ...: ``-X importtime`` self times,
+which add up whatever the import order, over every import of the process including those of
+the first invocation), with tracing off and on; whether tracing off keeps ``aws_xray_sdk``
+out of the process; and the cold start with no bytecode at all.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.imports import median_import
 from bench.report import Figure, figure
 from bench.standins import BENCH_KEY, BENCH_SECRET, AwsServer, SinchProcess
 
@@ -186,12 +186,16 @@ def _run_child(variant: Variant, env: dict[str, str], workdir: Path) -> dict[str
 NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1"}  # plus an empty PYTHONPYCACHEPREFIX per run
 
 
-def measure(runs: int, source_runs: int = 0) -> tuple[list[Variant], list[str], dict[str, float]]:
+def measure(
+    runs: int, source_runs: int = 0, split_runs: int = 0
+) -> tuple[list[Variant], list[str], dict[str, float], dict[str, dict[str, float]]]:
     """Run every variant ``runs`` times (plus one discarded round), interleaved.
 
     Also ``source_runs`` runs of the two queue handlers with no bytecode at all (compiled
     from source at every start: a layer shipped without ``__pycache__``, as ``sam build``
-    makes it, on Lambda's read-only ``/opt``). Returns their medians by variant name.
+    makes it, on Lambda's read-only ``/opt``), and the import split of the queue handler
+    with tracing off and on (``split_runs`` runs each). Returns (variants, missing handlers,
+    no-bytecode medians by variant, import split by variant).
     """
     variants, missing = _variants()
     from_source: dict[str, list[float]] = {}
@@ -214,57 +218,100 @@ def measure(runs: int, source_runs: int = 0) -> tuple[list[Variant], list[str], 
                 cold_env = {**env, **NO_BYTECODE, "PYTHONPYCACHEPREFIX": str(prefix)}
                 sample = _run_child(variant, cold_env, Path(tmp))
                 from_source.setdefault(variant.name, []).append(sample["first_invocation_ms"])
-    return variants, missing, {k: statistics.median(v) for k, v in from_source.items()}
+        splits = {
+            v.name: _importtime_split(v, env, split_runs, Path(tmp))
+            for v in variants
+            if split_runs and v.name in ("queue", "queue+tracing")
+        }
+    medians = {k: statistics.median(v) for k, v in from_source.items()}
+    return variants, missing, medians, splits
 
 
-# Marginal fresh-process import costs, each on top of what the previous line imports.
-BASE = "import json, boto3, requests"
-COMPONENTS = [
-    ("Powertools Logger", "from aws_lambda_powertools import Logger", BASE),
-    (
-        "Powertools Metrics",
-        "from aws_lambda_powertools import Logger, Metrics",
-        "from aws_lambda_powertools import Logger",
-    ),
-    (
-        "Powertools Tracer (aws_xray_sdk)",
-        "from aws_lambda_powertools import Logger, Metrics, Tracer",
-        "from aws_lambda_powertools import Logger, Metrics",
-    ),
-    ("pydantic", "import pydantic", BASE),
-    ("validation: record model", "import pydantic, call_enricher.model", "import pydantic"),
-    ("phonenumbers (core)", "import phonenumbers", BASE),
+# Where the import time goes: -X importtime self times (additive, whatever the import order),
+# summed per group, over every import of the process (those of the first invocation too).
+GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    ("Tracer + aws_xray_sdk + wrapt", ("aws_lambda_powertools.tracing", "aws_xray_sdk", "wrapt")),
+    ("Powertools Metrics", ("aws_lambda_powertools.metrics",)),
+    ("Powertools Logger", ("aws_lambda_powertools.logging",)),
+    ("Powertools other (batch, parameters, ...)", ("aws_lambda_powertools",)),
     (
         "phonenumbers geocoder/carrier/tz data",
-        "import call_enricher.phones as p; p.preload()",
-        "import call_enricher.phones",
+        (
+            "phonenumbers.geodata",
+            "phonenumbers.carrierdata",
+            "phonenumbers.tzdata",
+            "phonenumbers.geocoder",
+            "phonenumbers.carrier",
+            "phonenumbers.timezone",
+        ),
     ),
+    ("phonenumbers core", ("phonenumbers",)),
+    (
+        "validation: pydantic",
+        (
+            "pydantic",
+            "pydantic_core",
+            "annotated_types",
+            "typing_inspection",
+            "typing_extensions",
+        ),
+    ),
+    ("call_enricher (incl. model classes)", ("call_enricher",)),
+    ("boto3 + botocore", ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six")),
+    ("requests + urllib3", ("requests", "urllib3", "charset_normalizer", "idna", "certifi")),
 ]
 
 
-def _components(runs: int) -> list[Figure]:
-    cache: dict[str, float] = {}
+def _group(module: str) -> str:
+    for name, prefixes in GROUPS:
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return name
+    return "stdlib and the rest"
 
-    def timed(statement: str) -> float:
-        full = statement if statement.startswith(BASE) else f"{BASE}; {statement}"
-        if full not in cache:
-            cache[full] = median_import(full, runs)
-        return cache[full]
 
-    return [
-        figure(
-            f"  import adds: {name}",
-            (timed(statement) - timed(base)) * 1000,
-            "ms",
-            note=f"median of {runs} fresh processes each",
+def _importtime_split(
+    variant: Variant, env: dict[str, str], runs: int, tmp: Path
+) -> dict[str, float]:
+    """Median per group of summed -X importtime self times (ms) over ``runs`` fresh runs."""
+    per_group: dict[str, list[float]] = {}
+    for _ in range(runs):
+        event_file = tmp / "importtime-event.json"
+        event_file.write_text(json.dumps(variant.event()))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-P",
+                "-X",
+                "importtime",
+                str(CHILD),
+                str(variant.handler),
+                str(event_file),
+            ],
+            env={**env, **variant.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
-        for name, statement, base in COMPONENTS
-    ]
+        sums: dict[str, float] = {}
+        for line in done.stderr.splitlines():
+            if not line.startswith("import time:") or "|" not in line:
+                continue
+            self_us, _cumulative, name = line[len("import time:") :].split("|", 2)
+            if not self_us.strip().isdigit():
+                continue  # the header line
+            group = _group(name.strip())
+            sums[group] = sums.get(group, 0.0) + int(self_us) / 1000
+        for group, ms in sums.items():
+            per_group.setdefault(group, []).append(ms)
+    return {group: statistics.median(values) for group, values in per_group.items()}
 
 
 def run(quick: bool = False) -> list[Figure]:
     runs = 3 if quick else 10
-    variants, missing, from_source = measure(runs, source_runs=2 if quick else 3)
+    variants, missing, from_source, splits = measure(
+        runs, source_runs=2 if quick else 3, split_runs=2 if quick else 5
+    )
     by_name = {v.name: v for v in variants}
     figures: list[Figure] = []
     goals = {"queue": "<= 1.5", "api": "<= 1.5", "callback": "<= 1.2"}
@@ -336,5 +383,26 @@ def run(quick: bool = False) -> list[Figure]:
             "in sys.modules after the first invocation of: " + ", ".join(v.name for v in ours_off),
         )
     )
-    figures.extend(_components(3 if quick else 7))
+    off, on = splits.get("queue", {}), splits.get("queue+tracing", {})
+    figures.extend(
+        figure(
+            f"  imports: {name}",
+            off.get(name, 0.0),
+            "ms",
+            note=f"tracing on: {on.get(name, 0.0):.0f} ms"
+            + (" (what tracing adds)" if name == GROUPS[0][0] else ""),
+        )
+        for name in [g for g, _ in GROUPS] + ["stdlib and the rest"]
+        if name in off or name in on
+    )
+    if off:
+        figures.append(
+            figure(
+                "  imports: total (queue handler)",
+                sum(off.values()),
+                "ms",
+                note="-X importtime self times incl. first-invocation imports, "
+                f"median of {2 if quick else 5}; tracing on: {sum(on.values()):.0f} ms",
+            )
+        )
     return figures
