@@ -10,8 +10,9 @@ one-record cold start, in the same run.
 Recommended Lambda memory: ``max(256, ceil(peak * 1.3 / 64) * 64)`` MB. The 30 % covers what
 this process does not have but Lambda's does (the runtime interface client, ~10-15 MB),
 allocator fragmentation over many warm invocations, and records larger than these. Memory
-also buys CPU (1,769 MB = one vCPU); this work is I/O bound (10 threads waiting on Sinch) and
-costs ~0.4 ms of CPU per record, so memory, not CPU, sets the floor.
+also buys CPU (1,769 MB = one vCPU): a batch is I/O bound (10 threads waiting on Sinch,
+~0.4 ms of CPU per record), but the cold start is CPU bound (~0.8 s of one core here), so
+it stretches roughly as 1,769 / memory: the RSS figure is a floor, not a target.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def run(quick: bool = False) -> list[Figure]:
             note=f"one record: {one:.0f} MB peak (geocoder data loaded)",
         ),
         figure(
-            "recommended Lambda memory",
+            "recommended Lambda memory (by RSS)",
             recommended,
             "MB",
             note="max(256, ceil(peak x 1.3 / 64) x 64); template has 512",
