@@ -104,7 +104,7 @@ def test_the_accounting_catches_lost_ids_regressions_and_duplicates() -> None:
     }
     report = ChaosReport(ids=5, seed=0, drained=True)
     marks = FaultyDynamoDB(client=None, seed=0, rate=0.0)
-    _account(report, [a, b, c, d, e], envelopes, {}, 0.0, [], items, marks)
+    _account(report, [a, b, c, d, e], envelopes, {}, {}, [], items, marks)
     assert (report.final, report.failed, report.lost, report.lost_ids) == (2, 1, 2, [b, d])
     assert report.regressions == 1
     assert (report.duplicates, report.unexplained_duplicates) == (1, 1)
@@ -112,7 +112,7 @@ def test_the_accounting_catches_lost_ids_regressions_and_duplicates() -> None:
     # A duplicate explained by a failed publish marker is counted but tolerated
     marks.failed_marks.add(c)
     report = ChaosReport(ids=1, seed=0, drained=True)
-    _account(report, [c], envelopes[3:5], {}, 0.0, [], items, marks)
+    _account(report, [c], envelopes[3:5], {}, {}, [], items, marks)
     assert (report.duplicates, report.unexplained_duplicates, report.balanced) == (1, 0, True)
 
 

@@ -573,14 +573,26 @@ def run_chaos(
             concurrency=trigger.max_concurrency,
             on_invocation=on_invocation,
         )
-        message_ids = _submit(sqs, stack.queue_url, ids)
-        submitted = time.monotonic()
+        message_ids: list[str] = [""] * n
+        submitted: dict[str, float] = {}
         envelopes: list[dict[str, Any]] = []
         seen_at: dict[str, float] = {}
+        # Producers send while the consumers work (as in production; moto's queues also slow
+        # down when tens of thousands of messages wait in them).
         with poller:
-            report.drained = _wait_until_drained(
-                stack, envelopes, seen_at, started + config.time_limit_seconds, progress, n
+            sender = threading.Thread(
+                target=_submit,
+                args=(stack.client("sqs"), stack.queue_url, ids, message_ids, submitted),
+                name="chaos-submit",
+                daemon=True,
             )
+            sender.start()
+            report.drained = _wait_until_drained(
+                stack, sender, envelopes, seen_at, started + config.time_limit_seconds,
+                progress, n,
+            )  # fmt: skip
+        if len(submitted) < n:
+            report.problems.append(f"only {len(submitted)} of {n} IDs could be submitted")
         envelopes.extend(stack.receive_events())
         dlq_bodies = _drain_queue(stack.client("sqs"), stack.dead_letter_queue_url)
         items = _scan(stack.client("dynamodb"), settings.calls_table_name)
@@ -589,10 +601,7 @@ def run_chaos(
         report.injected.update(dynamodb.injected)
         report.injected.update(events.injected)
         report.sinch_requests.update(Counter(sinch.requests_per_id[i] for i in ids))
-        id_of_message = dict(zip(message_ids, ids, strict=True))
-        report.receives.update(
-            Counter(receives.get(mid, 0) for mid in message_ids if mid in id_of_message)
-        )
+        report.receives.update(Counter(receives.get(mid, 0) for mid in message_ids if mid))
         _account(report, ids, envelopes, seen_at, submitted, dlq_bodies, items, dynamodb)
         for body in dlq_bodies:
             call_id = _dlq_call_id(body)
@@ -645,9 +654,11 @@ def _silenced(logger: Any) -> Iterator[None]:
         library.setLevel(level)
 
 
-def _submit(sqs: Any, queue_url: str, ids: list[str]) -> list[str]:
-    """Send one JSON message per ID (batches of 10, failed entries resent); the message IDs."""
-    message_ids: list[str] = [""] * len(ids)
+def _submit(
+    sqs: Any, queue_url: str, ids: list[str], message_ids: list[str], sent_at: dict[str, float]
+) -> None:
+    """Send one JSON message per ID (batches of 10, failed entries resent); fills
+    ``message_ids`` (same order as ``ids``) and ``sent_at`` (call ID -> monotonic time)."""
     for start in range(0, len(ids), 10):
         pending = {str(i): i for i in range(start, min(start + 10, len(ids)))}
         for _attempt in range(5):
@@ -658,24 +669,26 @@ def _submit(sqs: Any, queue_url: str, ids: list[str]) -> list[str]:
                     for entry_id, index in pending.items()
                 ],
             )
+            now = time.monotonic()
             for ok in response.get("Successful", []):
-                message_ids[pending.pop(ok["Id"])] = ok["MessageId"]
+                index = pending.pop(ok["Id"])
+                message_ids[index] = ok["MessageId"]
+                sent_at[ids[index]] = now
             if not pending:
                 break
-        if pending:
-            raise RuntimeError(f"could not submit {len(pending)} call IDs to the local queue")
-    return message_ids
 
 
 def _wait_until_drained(
     stack: Any,
+    sender: threading.Thread,
     envelopes: list[dict[str, Any]],
     seen_at: dict[str, float],
     deadline: float,
     progress: TextIO | None,
     n: int,
 ) -> bool:
-    """Collect events until the queue is empty twice in a row (or the deadline passes)."""
+    """Collect events until everything is sent and the queue is empty twice in a row (or the
+    deadline passes)."""
     empty_in_a_row = 0
     last_progress = time.monotonic()
     while time.monotonic() < deadline:
@@ -683,7 +696,7 @@ def _wait_until_drained(
             envelopes.append(envelope)
             seen_at.setdefault(_terminal_key(envelope), time.monotonic())
         depth = stack.queue_depth(stack.queue_url)
-        empty_in_a_row = empty_in_a_row + 1 if depth == 0 else 0
+        empty_in_a_row = empty_in_a_row + 1 if depth == 0 and not sender.is_alive() else 0
         if empty_in_a_row >= 2:
             return True
         if progress is not None and time.monotonic() - last_progress > 5:
@@ -745,7 +758,7 @@ def _account(
     ids: list[str],
     envelopes: list[dict[str, Any]],
     seen_at: dict[str, float],
-    submitted: float,
+    submitted: dict[str, float],
     dlq_bodies: list[str],
     items: dict[str, dict[str, Any]],
     dynamodb: FaultyDynamoDB,
@@ -803,7 +816,8 @@ def _account(
             setattr(report, states[0], getattr(report, states[0]) + 1)
             for key in (f"Call Enriched|{call_id}|FINAL", f"Call Enrichment Failed|{call_id}|None"):
                 if key in seen_at:
-                    report.latency_seconds.append(max(0.0, seen_at[key] - submitted))
+                    sent = submitted.get(call_id, seen_at[key])
+                    report.latency_seconds.append(max(0.0, seen_at[key] - sent))
                     break
         elif not states:
             report.lost += 1
