@@ -6,118 +6,38 @@ the signature of every request. The sample records in events/sinch/ are what Sin
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import jsonschema
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from call_enricher import aws, runtime
 from call_enricher.settings import get_settings
 from call_enricher.sinch.auth import SinchCredentials
 from tests.support.fake_sinch import FakeSinch, Reply
-from tests.support.handlers import load_handler
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.stack import AwsStack, create_aws_stack
-
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = {
-    path.stem: json.loads(path.read_text())
-    for path in sorted((ROOT / "events/sinch").glob("*.json"))
-}
-SCHEMAS = {
-    "Call Enriched": json.loads((ROOT / "events/schemas/call-enriched.schema.json").read_text()),
-    "Call Enrichment Failed": json.loads(
-        (ROOT / "events/schemas/call-enrichment-failed.schema.json").read_text()
-    ),
-}
-FINAL_ID = "4398599d1ba84ef3bde0a82dfb61abed"  # answered-us-to-gb
-ONGOING_ID = "7d8e9f0a1b2c3d4e5f60718293a4b5c6"  # ongoing-in-app-to-pstn
-CREDENTIALS = SinchCredentials(
-    application_key="0b5c7a9e-aaaa-4bbb-8ccc-111122223333",
-    application_secret="c2VjcmV0LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3",  # base64 of a test string
+from tests.support.queue_harness import (
+    CREDENTIALS,
+    FINAL_ID,
+    ONGOING_ID,
+    ROOT,
+    SAMPLES,
+    Harness,
+    failed_ids,
+    queue_harness,
 )
-
-
-def _call_id(record: dict[str, Any]) -> str:
-    return str(record.get("callId") or record.get("callid"))
-
-
-@dataclass
-class Harness:
-    handler: ModuleType
-    stack: AwsStack
-    sinch: FakeSinch
-
-    def invoke(self, *bodies: str, context: FakeLambdaContext | None = None) -> dict[str, Any]:
-        event = sqs_event(*bodies)
-        return self.handler.lambda_handler(event, context or FakeLambdaContext())
-
-    def invoke_event(self, event: dict[str, Any]) -> dict[str, Any]:
-        return self.handler.lambda_handler(event, FakeLambdaContext())
-
-    def events(self) -> list[dict[str, Any]]:
-        envelopes = self.stack.events()
-        for envelope in envelopes:
-            jsonschema.validate(envelope["detail"], SCHEMAS[envelope["detail-type"]])
-        return envelopes
-
-    def sinch_requests(self, call_id: str) -> int:
-        return len(self.sinch.requests_for(FakeSinch.call_path(call_id)))
-
-
-def sqs_event(*bodies: str) -> dict[str, Any]:
-    template = json.loads((ROOT / "events/sqs-batch.json").read_text())["Records"][0]
-    records = []
-    for index, body in enumerate(bodies):
-        record = copy.deepcopy(template)
-        record["messageId"] = f"msg-{index}"
-        record["body"] = body
-        records.append(record)
-    return {"Records": records}
-
-
-def failed_ids(response: dict[str, Any]) -> set[str]:
-    return {item["itemIdentifier"] for item in response["batchItemFailures"]}
+from tests.support.queue_harness import call_id_of as _call_id
 
 
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_REGION", "eu-west-1")
-    aws.reset_clients()
-    with mock_aws(), FakeSinch(credentials=CREDENTIALS) as sinch:
-        stack = create_aws_stack(CREDENTIALS)
-        for env_name, value in stack.env(
-            SINCH_BASE_URL=sinch.base_url,
-            SINCH_READ_TIMEOUT_SECONDS="2",
-            SINCH_CONNECT_TIMEOUT_SECONDS="1",
-            DEADLINE_MARGIN_MS="500",
-            WORKER_THREADS="4",
-        ).items():
-            monkeypatch.setenv(env_name, value)
-        for record in SAMPLES.values():
-            sinch.add_call(_call_id(record), record)
-        get_settings.cache_clear()
-        runtime.set_service(None)
-        yield Harness(load_handler("queue_enricher"), stack, sinch)
-        runtime.set_service(None)
-        get_settings.cache_clear()
-    aws.reset_clients()
+    with queue_harness(monkeypatch) as started:
+        yield started
 
 
 # --- the happy path -----------------------------------------------------------------------
