@@ -1,0 +1,20 @@
+"""``python -m call_enricher_tools.sandbox [options]``: the ``sandbox`` command on its own."""
+
+import argparse
+import sys
+
+from call_enricher_tools.sandbox.command import add_sandbox_command
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m call_enricher_tools.sandbox")
+    add_sandbox_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["sandbox", *sys.argv[1:]])
+    try:
+        return int(args.func(args, sys.stdout, sys.stderr))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
