@@ -241,7 +241,12 @@ def generate_records(
             seen.add(call_id)
             if body.get("status") == "ONGOING":
                 final = dict(body, status="FINAL", result="ANSWERED", reason="CALLEEHANGUP")
-                final["duration"] = max(int(body.get("duration") or 0), 60)
+                final["duration"] = duration = max(int(body.get("duration") or 0), 60)
+                rate = body.get("userRate") or {}
+                final["debit"] = {
+                    "currencyId": rate.get("currencyId"),
+                    "amount": round(float(rate.get("amount") or 0.01) * -(-duration // 60), 4),
+                }
                 out.append(SeedRecord(call_id, final, ongoing=True, source=f"sample:{name}"))
             else:
                 out.append(SeedRecord(call_id, body, source=f"sample:{name}"))
