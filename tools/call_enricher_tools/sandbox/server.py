@@ -106,6 +106,8 @@ class Sandbox:
         ongoing_fraction: the share of generated calls that start ONGOING.
         ongoing_from: ``"start"`` (the clock starts when the sandbox starts) or
             ``"first-request"`` (when the call is first asked about; for long runs).
+        dice_on_ongoing_end: send a DiCE when an ONGOING call turns FINAL by itself
+            (``end_call()`` always sends one when a callback URL is set).
         hang_seconds: how long a ``hang`` holds the connection (released by ``stop()``).
         max_skew_seconds: accepted ``x-timestamp`` skew, both ways.
         clock: monotonic seconds (inject a fake one in tests).
@@ -128,6 +130,7 @@ class Sandbox:
         ongoing_seconds: float = 10.0,
         ongoing_fraction: float = 0.1,
         ongoing_from: str = "start",
+        dice_on_ongoing_end: bool = True,
         hang_seconds: float = 30.0,
         max_skew_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -150,6 +153,7 @@ class Sandbox:
         self.callback_attempts = callback_attempts
         self.ongoing_seconds = ongoing_seconds
         self.ongoing_from = ongoing_from
+        self.dice_on_ongoing_end = dice_on_ongoing_end
         self.hang_seconds = hang_seconds
         self.max_skew_seconds = max_skew_seconds
         self.clock = clock
@@ -247,6 +251,20 @@ class Sandbox:
             return list(self._records)
         want_ongoing = kind == "ongoing"
         return [cid for cid in self._records if self.is_ongoing(cid) == want_ongoing]
+
+    def phone_numbers(self) -> set[str]:
+        """Every PSTN/SIP endpoint of the seeded records (for no-leak checks of logs)."""
+        numbers: set[str] = set()
+        for record in self._records.values():
+            for side in ("from", "to"):
+                party = record.final.get(side)
+                if (
+                    isinstance(party, dict)
+                    and party.get("endpoint") not in (None, "private")
+                    and str(party.get("type", "")).lower() != "username"
+                ):
+                    numbers.add(str(party["endpoint"]))
+        return numbers
 
     def record(self, call_id: str) -> SeedRecord | None:
         return self._records.get(call_id)
@@ -360,7 +378,7 @@ class Sandbox:
             self._ended.update(due)
             self._stats["calls-ended"] += len(due)
         executor = self._executor
-        if self._sender is not None and executor is not None:
+        if self._sender is not None and executor is not None and self.dice_on_ongoing_end:
             for call_id in due:
                 executor.submit(self._send_dice, call_id)
         return due
