@@ -431,6 +431,7 @@ class ChaosReport:
     injected: Counter[str] = field(default_factory=Counter)
     events: int = 0
     lost_ids: list[str] = field(default_factory=list)
+    dlq_ids: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -814,6 +815,8 @@ def _account(
             states.append("dlq")
         if len(states) == 1:
             setattr(report, states[0], getattr(report, states[0]) + 1)
+            if states[0] == "dlq":
+                report.dlq_ids.append(call_id)
             for key in (f"Call Enriched|{call_id}|FINAL", f"Call Enrichment Failed|{call_id}|None"):
                 if key in seen_at:
                     sent = submitted.get(call_id, seen_at[key])
