@@ -14,8 +14,10 @@ SQS bodies are text (the API refuses invalid UTF-8 at the door), so "non-UTF-8" 
 what can arrive: U+FFFD replacement characters left by a producer's lossy decoding, lone
 surrogates from JSON ``\\ud800`` escapes, and C1 control characters.
 
-The rows for the HTTP API and the Sinch callback receiver are to be added with their handlers
-(``functions/http_api``, ``functions/sinch_callbacks``).
+Callbacks go through the real receiver (``functions/sinch_callbacks``) as API Gateway v2
+events, signed as Sinch signs them unless the case says otherwise: each gets its documented
+status (never a 5xx) in the one error shape, and only an authentic DiCE with a valid call ID
+is enqueued. The rows for the HTTP API (``functions/http_api``) are to be added with it.
 """
 
 from __future__ import annotations
@@ -222,3 +224,157 @@ def test_a_record_too_large_for_an_event_fails_for_good(harness: Harness) -> Non
     # Then it is a permanent failure, announced, and not retried
     assert response == {"batchItemFailures": []}
     assert [e["detail-type"] for e in harness.events()] == ["Call Enrichment Failed"]
+
+
+# --- Sinch callbacks (functions/sinch_callbacks, API Gateway v2 events) ---------------------
+
+CALLBACK_PATH = "/sinch/callbacks"
+DICE = {
+    "event": "dice",
+    "callid": FINAL_ID,
+    "timestamp": "2024-01-08T09:48:12Z",
+    "reason": "CALLERHANGUP",
+    "result": "ANSWERED",
+    "to": {"type": "number", "endpoint": "+442079460123"},
+    "from": "+12125550123",
+    "duration": 185,
+}
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+def _dice(**changes: object) -> bytes:
+    return json.dumps({**DICE, **changes}).encode()
+
+
+@dataclass(frozen=True)
+class CallbackCase:
+    name: str
+    body: bytes = json.dumps(DICE).encode()
+    content_type: str = JSON_TYPE
+    sign_body: bytes | None = None  # sign this instead of the body (then alter it)
+    sign_path: str = CALLBACK_PATH
+    sign_with: str = "right"  # right | wrong-key
+    skew_seconds: float = 0.0
+    authorization: str | None = "signed"  # signed | None (absent) | a literal value
+    scheme: str | None = None  # replace the scheme word of a signed header
+    base64_body: str | None = None  # send this as a base64-encoded body
+    status: int = 401
+    enqueued: bool = False
+
+
+CALLBACK_CASES = [
+    CallbackCase("valid-dice", status=200, enqueued=True),
+    CallbackCase("valid-lowercase-scheme", scheme="application", status=200, enqueued=True),
+    CallbackCase("valid-uppercase-scheme", scheme="APPLICATION", status=200, enqueued=True),
+    CallbackCase("valid-base64-body", base64_body="auto", status=200, enqueued=True),
+    # authentication
+    CallbackCase("missing-authorization", authorization=None),
+    CallbackCase("empty-authorization", authorization=""),
+    CallbackCase("garbled-no-colon", authorization="Application garbage"),
+    CallbackCase("garbled-empty-parts", authorization="Application :"),
+    CallbackCase("garbled-bearer", authorization="Bearer abc.def.ghi"),
+    CallbackCase("garbled-basic", authorization="Basic Zm9vOmJhcg=="),
+    CallbackCase("garbled-huge", authorization="Application " + "k" * 8000 + ":" + "s" * 8000),
+    CallbackCase("garbled-non-ascii", authorization="Application \u043a\u043b\u044e\u0447:\u00e9"),
+    CallbackCase("wrong-key", sign_with="wrong-key"),
+    CallbackCase(
+        "body-altered-after-signing", sign_body=json.dumps({**DICE, "duration": 1}).encode()
+    ),
+    CallbackCase("wrong-path", sign_path="/prod/sinch/callbacks"),
+    CallbackCase("stale-timestamp", skew_seconds=-301),
+    CallbackCase("replayed-hour-old", skew_seconds=-3600),
+    CallbackCase("far-future-timestamp", skew_seconds=86_400),
+    CallbackCase("bad-base64-body", base64_body="%%%not base64%%%"),
+    # well signed, but not what we accept
+    CallbackCase("wrong-content-type", content_type="text/plain", status=415),
+    CallbackCase("form-content-type", content_type="application/x-www-form-urlencoded", status=415),
+    CallbackCase(
+        "oversize-body", body=b'{"event":"dice","pad":"' + b"x" * 70_000 + b'"}', status=413
+    ),
+    CallbackCase("malformed-json", body=b'{"event": "dice", "callid": ', status=400),
+    CallbackCase("json-array", body=b"[1, 2]", status=400),
+    CallbackCase("deeply-nested", body=b"[" * 20_000 + b"]" * 20_000, status=400),
+    CallbackCase("empty-body", body=b"", status=400),
+    CallbackCase("dice-without-call-id", body=json.dumps({"event": "dice"}).encode(), status=400),
+    CallbackCase("dice-traversal-id", body=_dice(callid="../../x"), status=400),
+    CallbackCase("dice-percent-id", body=_dice(callid="abc%2Fdef"), status=400),
+    CallbackCase("dice-null-byte-id", body=_dice(callid="abc\x00def"), status=400),
+    CallbackCase("dice-numeric-id", body=_dice(callid=12345), status=400),
+    CallbackCase("dice-lookalike-id", body=_dice(callid="4398\u0430"), status=400),
+    # other events: acknowledged and ignored, never answered with call-control instructions
+    *[
+        CallbackCase(f"non-dice-{kind}", body=_dice(event=kind), status=200)
+        for kind in ("ice", "ace", "pie", "notify", "unknown-event")
+    ],
+]
+
+
+def _callback_event(case: CallbackCase) -> dict[str, object]:
+    from datetime import UTC, datetime, timedelta
+
+    from call_enricher.sinch.auth import SinchCredentials, signed_headers
+    from tests.support.queue_harness import CREDENTIALS, ROOT
+
+    event: dict[str, object] = json.loads((ROOT / "events/sinch-dice-callback.json").read_text())
+    creds = CREDENTIALS if case.sign_with == "right" else SinchCredentials("other-key", "b3RoZXI=")
+    signed = signed_headers(
+        creds,
+        method="POST",
+        path=case.sign_path,
+        body=case.sign_body if case.sign_body is not None else case.body,
+        content_type=case.content_type,
+        now=datetime.now(UTC) + timedelta(seconds=case.skew_seconds),
+    )
+    headers = {"content-type": case.content_type, "x-timestamp": signed["x-timestamp"]}
+    if case.authorization == "signed":
+        value = signed["Authorization"]
+        if case.scheme is not None:
+            value = case.scheme + value[value.index(" ") :]
+        headers["authorization"] = value
+    elif case.authorization is not None:
+        headers["authorization"] = case.authorization
+    event["headers"] = headers
+    if case.base64_body is not None:
+        import base64
+
+        encoded = base64.b64encode(case.body).decode()
+        event["body"] = encoded if case.base64_body == "auto" else case.base64_body
+        event["isBase64Encoded"] = True
+    else:
+        event["body"] = case.body.decode("utf-8")
+        event["isBase64Encoded"] = False
+    return event
+
+
+@pytest.mark.parametrize("case", CALLBACK_CASES, ids=[case.name for case in CALLBACK_CASES])
+def test_hostile_callback(harness: Harness, case: CallbackCase) -> None:
+    from tests.support.handlers import load_handler
+    from tests.support.lambda_context import FakeLambdaContext
+
+    handler = load_handler("sinch_callbacks", fresh=True)
+    # When the callback reaches the real receiver
+    response = handler.lambda_handler(_callback_event(case), FakeLambdaContext())
+    # Then it gets its documented status, never a 5xx, and a JSON body in the one error shape
+    assert response["statusCode"] == case.status
+    body = json.loads(response["body"])
+    if case.status == 200:
+        assert body == {}
+    else:
+        assert set(body) == {"error"}
+        assert set(body["error"]) == {"code", "message", "details"}
+        # 401s say nothing about why
+        if case.status == 401:
+            assert body["error"]["message"] == "Unauthorized."
+    # And only an authentic DiCE with a valid call ID is enqueued; Sinch is never asked
+    from call_enricher import aws
+
+    messages = (
+        aws.client("sqs")
+        .receive_message(
+            QueueUrl=harness.stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )
+        .get("Messages", [])
+    )
+    expected = [{"callId": FINAL_ID, "entryPath": "callback"}] if case.enqueued else []
+    assert [json.loads(m["Body"]) for m in messages] == expected
+    assert harness.sinch.requests == []
