@@ -196,3 +196,132 @@ def test_masking_keeps_only_the_calling_code_and_two_digits():
     # Then only +55 and the last two digits remain readable
     assert masked == "+55*********21"
     assert "987654321" not in masked
+
+
+# --- lazy geocoding: same answers as phonenumbers.geocoder, without its import cost -------------
+
+
+def _equivalence_numbers() -> list[str]:
+    import json
+    import pathlib
+    import re
+
+    import phonenumbers
+
+    numbers: set[str] = set()
+    regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    for region in regions:
+        for ntype in range(11):
+            example = phonenumbers.example_number_for_type(region, ntype)
+            if example is None:
+                continue
+            e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            numbers.add(e164)
+            for digit in "0379":  # perturbed last digits and second-to-last digits
+                numbers.add(e164[:-1] + digit)
+                numbers.add(e164[:-2] + digit + e164[-1])
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        if example is not None:
+            numbers.add(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164))
+    events = pathlib.Path(__file__).resolve().parents[2] / "events" / "sinch"
+    for path in sorted(events.glob("*.json")):
+        numbers.update(re.findall(r"\+?\d{7,15}", json.dumps(json.loads(path.read_text()))))
+    return sorted(numbers)
+
+
+def test_geo_description_matches_phonenumbers_geocoder_for_thousands_of_numbers():
+    # Given the real geocoder (imported here, in the test only) and many numbers of every
+    # region and type, perturbed, plus the numbers of the sample Sinch events
+    import phonenumbers
+    from phonenumbers import geocoder
+
+    numbers = _equivalence_numbers()
+    assert len(numbers) > 2000
+    compared = 0
+    for raw in numbers:
+        try:
+            number = phonenumbers.parse(raw if raw.startswith("+") else "+" + raw)
+        except phonenumbers.NumberParseException:
+            continue
+        # When our lazy geocoding describes the number
+        # Then it says exactly what phonenumbers' geocoder says
+        assert phones._geo_description(number) == geocoder.description_for_number(number, "en"), raw
+        compared += 1
+        info = analyse_number(raw)
+        if info.valid and info.e164 == raw:
+            assert info.geo_description == (geocoder.description_for_number(number, "en") or None)
+    assert compared > 2000
+
+
+def test_mobile_token_numbers_are_geocoded_like_phonenumbers():
+    # Given Argentine and Mexican mobiles (the country mobile token is stripped before the walk)
+    import phonenumbers
+    from phonenumbers import geocoder
+
+    for raw in ("+5491123456789", "+5493515551234", "+5215512345678", "+525512345678"):
+        number = phonenumbers.parse(raw)
+        assert phones._geo_description(number) == geocoder.description_for_number(number, "en")
+
+
+def test_analysis_never_imports_the_geocoder_package():
+    # Given a fresh interpreter that imports the module and analyses a US and a GB number
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from call_enricher.phones import analyse_number\n"
+        "us = analyse_number('+12125550123'); gb = analyse_number('+442079460123')\n"
+        "assert us.geo_description == 'New York, NY', us\n"
+        "assert gb.geo_description == 'London', gb\n"
+        "assert analyse_number('+46701740605').geo_description == 'Sweden'\n"
+        "bad = sorted(m for m in sys.modules if m == 'phonenumbers.geocoder'"
+        " or m.startswith('phonenumbers.geodata'))\n"
+        "print(','.join(bad))\n"
+    )
+    # When it has run
+    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    # Then neither phonenumbers.geocoder nor the phonenumbers.geodata package was imported
+    assert done.stdout.strip() == ""
+
+
+def test_geoindex_matches_the_installed_phonenumbers():
+    # Given the committed prefix index and the installed phonenumbers data
+    from call_enricher import _geoindex
+    from call_enricher_tools import geoindex
+
+    # Then regenerating it gives the same text (a phonenumbers upgrade forces regeneration)
+    expected = geoindex.render()
+    assert geoindex.TARGET.read_text() == expected, "run: python -m call_enricher_tools.geoindex"
+    import phonenumbers
+
+    assert phonenumbers.__version__ == _geoindex.PHONENUMBERS_VERSION
+
+
+def test_lazy_geocode_data_loads_only_the_module_covering_a_prefix():
+    # Given the lazy mapping over the data modules
+    data = phones._LazyGeocodeData()
+    # Then keys of the first, a middle and the last module are found; others are absent
+    assert data["1201200"] == {"en": "Jersey City, NJ"}
+    assert "4420" in data
+    assert "0" not in data
+    assert "1201" in data
+    assert "999999999999" not in data
+    assert 12 not in data
+
+
+def test_concurrent_first_lookups_agree():
+    # Given many threads geocoding at once (the queue handler uses a thread pool)
+    from concurrent.futures import ThreadPoolExecutor
+
+    import phonenumbers
+
+    phones._loaded.clear()  # force the first-load path (reloading is harmless)
+    numbers = [phonenumbers.parse(raw) for raw in ("+12125550123", "+442079460123") * 16]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(phones._geo_description, numbers))
+    # Then every answer is the expected one
+    assert results == ["New York, NY", "London"] * 16

@@ -13,22 +13,39 @@
 * Geography, carrier and time zones come from ``phonenumbers``' geocoder, carrier and
   timezone modules, reported only for valid numbers and only when known. The carrier is the
   one the number range was *allocated* to: number portability is not reflected.
-  The geocoder holds every language's prefix table in memory: importing it costs about 0.3 s
-  and 90 MB, so it is imported on first use; call :func:`preload` during a Lambda's init
-  phase to pay that before the first request.
+  ``phonenumbers.geocoder`` is never imported: its package loads every prefix table of every
+  language (~0.3 s, ~100 MB). The same algorithm (``phonenumbers.prefix``) runs here over a
+  lazy mapping that loads only the one ``geodata/dataN.py`` a prefix can live in, found by
+  bisecting the generated index :mod:`call_enricher._geoindex` (the data files are sorted,
+  contiguous prefix ranges). Loading is locked, so thread pools are safe.
 * :func:`mask_number` renders an endpoint safe for logs and exception text.
 """
 
 from __future__ import annotations
 
+import bisect
+import importlib.util
 import re
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache, lru_cache
+from pathlib import Path
 from types import ModuleType
 from typing import Final
 
 import phonenumbers
+from phonenumbers.phonenumberutil import (
+    country_mobile_token,
+    is_number_type_geographical,
+    national_significant_number,
+    region_code_for_country_code,
+    region_codes_for_country_code,
+)
+from phonenumbers.prefix import _prefix_description_for_number
+
+from call_enricher import _geoindex
 
 __all__ = [
     "CACHE_SIZE",
@@ -195,11 +212,11 @@ def _describe(
     zones: tuple[str, ...] = ()
     number_type = NumberType.UNKNOWN
     if valid:
-        geocoder, carrier, timezone = _extras()
+        carrier, timezone = _extras()
         region = phonenumbers.region_code_for_number(number)
         country = region if region and region not in ("001", "ZZ") else None
         number_type = _TYPES.get(phonenumbers.number_type(number), NumberType.UNKNOWN)
-        geo = geocoder.description_for_number(number, "en") or None
+        geo = _geo_description(number) or None
         carrier_name = carrier.name_for_number(number, "en") or None
         zones = tuple(
             zone for zone in timezone.time_zones_for_number(number) if zone != "Etc/Unknown"
@@ -220,16 +237,128 @@ def _describe(
 
 
 @cache
-def _extras() -> tuple[ModuleType, ModuleType, ModuleType]:
-    # Imported on first use: the geocoder alone costs ~0.3 s and ~90 MB (see preload()).
-    from phonenumbers import carrier, geocoder, timezone
+def _extras() -> tuple[ModuleType, ModuleType]:
+    from phonenumbers import carrier, timezone
 
-    return geocoder, carrier, timezone
+    return carrier, timezone
 
 
 def preload() -> None:
-    """Import the geocoder, carrier and time zone tables now (e.g. in a Lambda's init phase)."""
+    """Import the carrier and time zone tables now. Optional: geocoding data loads lazily."""
     _extras()
+
+
+# --- geocoding without phonenumbers.geocoder --------------------------------------------------
+
+_GEODATA_DIR: Final = Path(phonenumbers.__file__).parent / "geodata"
+_LOAD_LOCK: Final = threading.Lock()
+_loaded: dict[str, dict[str, dict[str, str]]] = {}
+
+
+def _load_data(stem: str) -> dict[str, dict[str, str]]:
+    """``data`` of ``phonenumbers/geodata/<stem>.py``, loaded by path (never the package)."""
+    found = _loaded.get(stem)
+    if found is not None:
+        return found
+    with _LOAD_LOCK:
+        found = _loaded.get(stem)
+        if found is None:
+            # Named under phonenumbers.geodata so that "from ..util import u" resolves; never
+            # registered in sys.modules, and phonenumbers.geodata itself is not imported.
+            spec = importlib.util.spec_from_file_location(
+                f"phonenumbers.geodata._call_enricher_{stem}", _GEODATA_DIR / f"{stem}.py"
+            )
+            if spec is None or spec.loader is None:  # pragma: no cover - broken install
+                raise ImportError(f"cannot load phonenumbers geodata {stem}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            found = _loaded[stem] = module.LOCALE_DATA if stem == "locale" else module.data
+    return found
+
+
+class _LazyGeocodeData(Mapping[str, dict[str, str]]):
+    """GEOCODE_DATA, loading only the data module whose prefix range covers a key."""
+
+    def _module_for(self, prefix: str) -> dict[str, dict[str, str]] | None:
+        index = bisect.bisect_right(_geoindex.FIRST_PREFIXES, prefix) - 1
+        return None if index < 0 else _load_data(f"data{index}")
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        data = self._module_for(key)
+        return data is not None and key in data
+
+    def __getitem__(self, key: str) -> dict[str, str]:
+        data = self._module_for(key)
+        if data is None:
+            raise KeyError(key)
+        return data[key]
+
+    def __iter__(self) -> Iterator[str]:  # pragma: no cover - not used by the prefix walk
+        for index in range(len(_geoindex.FIRST_PREFIXES)):
+            yield from _load_data(f"data{index}")
+
+    def __len__(self) -> int:  # pragma: no cover - not used by the prefix walk
+        return sum(len(_load_data(f"data{i}")) for i in range(len(_geoindex.FIRST_PREFIXES)))
+
+
+_GEOCODE_DATA: Final = _LazyGeocodeData()
+
+
+def _region_display_name(region_code: str) -> str:
+    names = _load_data("locale").get(region_code)
+    if names is None:
+        return ""
+    name = names.get("en", "")
+    if name.startswith("*"):
+        name = names.get(name[1:], "")
+    return str(name)
+
+
+def _country_name(number: phonenumbers.PhoneNumber) -> str:
+    codes = region_codes_for_country_code(number.country_code or 0)
+    if len(codes) == 1:
+        return _region_display_name(codes[0])
+    valid_in = "ZZ"
+    for code in codes:
+        if phonenumbers.is_valid_number_for_region(number, code):
+            if valid_in != "ZZ":
+                return ""
+            valid_in = code
+    return _region_display_name(valid_in)
+
+
+def _geo_description(number: phonenumbers.PhoneNumber) -> str:
+    """Same result as ``phonenumbers.geocoder.description_for_number(number, "en")``."""
+    ntype = phonenumbers.number_type(number)
+    code = number.country_code
+    if ntype == phonenumbers.PhoneNumberType.UNKNOWN or code is None:
+        return ""
+    if not is_number_type_geographical(ntype, code):
+        return _country_name(number)
+    # description_for_valid_number with region=None
+    lookup = number
+    region: str | None = None
+    token = country_mobile_token(code)
+    national = national_significant_number(number)
+    if token and national.startswith(token):
+        region = region_code_for_country_code(code)
+        try:
+            lookup = phonenumbers.parse(national[len(token) :], region)
+        except phonenumbers.NumberParseException:
+            lookup = number
+    area = str(
+        _prefix_description_for_number(
+            _GEOCODE_DATA,  # type: ignore[arg-type]  # a Mapping is all the walk needs
+            _geoindex.LONGEST_PREFIX,
+            lookup,
+            "en",
+            None,
+            region,
+        )
+    )
+    return area if area else _country_name(number)
 
 
 # --- masking ------------------------------------------------------------------------------------
