@@ -203,7 +203,9 @@ def test_enrich_then_get_with_etag(harness: Harness):
     # Then the enriched record is returned, stored and published
     assert response["statusCode"] == 200, response
     body = body_of(response)
-    assert body["callId"] == FINAL_ID and body["status"] == "FINAL" and body["version"] == 1
+    assert body["callId"] == FINAL_ID
+    assert body["status"] == "FINAL"
+    assert body["version"] == 1
     assert body["record"]["callId"] == FINAL_ID
     assert [e["detail-type"] for e in harness.events()] == ["Call Enriched"]
     # And GET returns the same record with an ETag; If-None-Match gives 304

@@ -5,7 +5,7 @@ the callback receiver is what Sinch waits on, so its cold start must stay close 
 "verify an HMAC and send one SQS message" handler. That is why this module does not use
 :mod:`call_enricher.settings` (pydantic) nor :class:`call_enricher.messages.EnrichmentRequest`
 (pydantic): it reads its three variables itself (:meth:`CallbackConfig.from_env`) and writes
-the queue message JSON by hand, in the exact shape ``EnrichmentRequest.to_body()`` produces
+the queue message JSON by hand, parsed by ``messages.parse_message_body`` like any other
 (``{"callId", "region"?, "entryPath": "callback"}``; a unit test keeps the two in step).
 
 Verification (:func:`verify_callback`), per Sinch's "Callback Request Signing":
@@ -190,7 +190,7 @@ def parse_callback(body: bytes) -> CallbackEvent:
 
 
 def enqueue_body(call_id: str, region: str | None = None) -> str:
-    """The queue message for a DiCE (same JSON as ``EnrichmentRequest.to_body()``)."""
+    """The queue message for a DiCE (parses to the ``EnrichmentRequest`` it stands for)."""
     message: dict[str, str] = {"callId": call_id}
     if region is not None:
         message["region"] = region
