@@ -200,12 +200,32 @@ def run_queue_scenarios(harness: Harness) -> None:
     harness.events()
 
 
+def run_callback_scenarios(harness: Harness) -> list[str]:
+    """Signed DiCEs and rejected callbacks through the real receiver; its Authorization values."""
+    from tests.reliability.test_hostile_inputs import CALLBACK_CASES, _callback_event
+    from tests.support.handlers import load_handler
+    from tests.support.lambda_context import FakeLambdaContext
+
+    handler = load_handler("sinch_callbacks", fresh=True)
+    authorizations: list[str] = []
+    for case in CALLBACK_CASES:
+        event = _callback_event(case)
+        handler.lambda_handler(event, FakeLambdaContext())
+        if case.authorization == "signed":
+            authorizations.append(event["headers"]["authorization"])  # type: ignore[index]
+    return authorizations
+
+
 def test_queue_path_logs_leak_nothing(harness: Harness, capture: Capture) -> None:
-    # When the queue handler runs every scenario with every channel captured at DEBUG
+    # When the queue handler runs every scenario, and the callback receiver every callback
+    # case, with every channel captured at DEBUG
     run_queue_scenarios(harness)
+    callback_authorizations = run_callback_scenarios(harness)
     lines = capture.collect()
     # Then no line holds a secret, an Authorization value or a full phone number
     authorizations = [value for r in harness.sinch.requests if (value := r.header("Authorization"))]
+    authorizations += callback_authorizations
+    assert len(callback_authorizations) > 10
     numbers = set().union(*(phone_numbers(r) for r in SAMPLES.values()))
     numbers.add("46701740605")
     rotated = SinchCredentials("rotated-key-0001", "cm90YXRlZC1zZWNyZXQtZm9yLXRlc3RzLW9ubHk=")
