@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -53,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     write_json(figures, args.output, quick=args.quick, seconds=time.perf_counter() - started)
     where = args.output.resolve()
     shown = where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else where
-    print(f"\nwritten to {shown}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    cpus = os.cpu_count()
+    print(
+        f"\nmachine: {platform.machine()}, {cpus} CPUs, Python {platform.python_version()}", end=""
+    )
+    print(f", load average {load[0]:.1f} at the end (noisy when above {cpus})" if load else "")
+    print(f"written to {shown}")
     missed = [f.name for f in figures if f.met is False]
     if missed:
         print(f"goals missed ({len(missed)}): {'; '.join(missed)}")

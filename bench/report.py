@@ -117,6 +117,7 @@ def write_json(
             "processor": platform.processor(),
             "system": platform.system(),
             "cpus": os.cpu_count(),
+            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         },
         "figures": rows,
     }
