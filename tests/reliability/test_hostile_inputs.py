@@ -17,7 +17,13 @@ surrogates from JSON ``\\ud800`` escapes, and C1 control characters.
 Callbacks go through the real receiver (``functions/sinch_callbacks``) as API Gateway v2
 events, signed as Sinch signs them unless the case says otherwise: each gets its documented
 status (never a 5xx) in the one error shape, and only an authentic DiCE with a valid call ID
-is enqueued. The rows for the HTTP API (``functions/http_api``) are to be added with it.
+is enqueued.
+
+API requests go through the real HTTP API handler (``functions/http_api``) as API Gateway v2
+events, on each route: malformed JSON, oversize bodies, wrong content types, unknown fields,
+101 IDs, duplicates, and IDs that fail validation in the body or the path. Each gets its
+documented status (never a 5xx) in the one error shape; only validated IDs are enqueued or
+sent to Sinch.
 """
 
 from __future__ import annotations
@@ -378,3 +384,148 @@ def test_hostile_callback(harness: Harness, case: CallbackCase) -> None:
     expected = [{"callId": FINAL_ID, "entryPath": "callback"}] if case.enqueued else []
     assert [json.loads(m["Body"]) for m in messages] == expected
     assert harness.sinch.requests == []
+
+
+# --- HTTP API (functions/http_api, API Gateway v2 events) -----------------------------------
+
+VALID_2 = [FINAL_ID, "a1b2c3d4e5f60718293a4b5c6d7e8f90"]
+
+
+@dataclass(frozen=True)
+class ApiCase:
+    name: str
+    route: str  # post-calls | get-call | enrich
+    body: str | None = None
+    content_type: str | None = "application/json"
+    path_id: str = FINAL_ID  # for the {callId} routes (sent percent-encoded in rawPath)
+    base64: bool = False
+    status: int = 400
+    enqueued: tuple[str, ...] = ()
+    rejected: int = 0  # POST /calls: how many IDs are reported rejected
+
+
+def _calls(ids: list[object], **extra: object) -> str:
+    return json.dumps({"callIds": ids, **extra})
+
+
+API_CASES = [
+    ApiCase("post-valid", "post-calls", _calls(VALID_2), status=202, enqueued=tuple(VALID_2)),
+    ApiCase("post-malformed-json", "post-calls", '{"callIds": [', status=400),
+    ApiCase("post-not-json", "post-calls", "callIds=abc", status=400),
+    ApiCase("post-deeply-nested", "post-calls", "[" * 20_000 + "]" * 20_000, status=400),
+    ApiCase("post-oversize", "post-calls", _calls(["a" * 1000] * 70), status=413),
+    ApiCase(
+        "post-text-plain", "post-calls", _calls(VALID_2), content_type="text/plain", status=415
+    ),
+    ApiCase("post-no-content-type", "post-calls", _calls(VALID_2), content_type=None, status=415),
+    ApiCase("post-base64-body", "post-calls", _calls(VALID_2), base64=True, status=415),
+    ApiCase("post-unknown-field", "post-calls", _calls(VALID_2, admin=True), status=422),
+    ApiCase("post-101-ids", "post-calls", _calls([f"{i:032x}" for i in range(101)]), status=422),
+    ApiCase("post-no-ids", "post-calls", _calls([]), status=422),
+    ApiCase("post-ids-not-a-list", "post-calls", json.dumps({"callIds": FINAL_ID}), status=422),
+    ApiCase("post-id-not-a-string", "post-calls", _calls([123]), status=422),
+    ApiCase("post-array-body", "post-calls", json.dumps(VALID_2), status=422),
+    ApiCase(
+        "post-unknown-region", "post-calls", _calls(VALID_2, region="evil.example"), status=422
+    ),
+    ApiCase(
+        "post-duplicates-collapsed",
+        "post-calls",
+        _calls([FINAL_ID, FINAL_ID, FINAL_ID]),
+        status=202,
+        enqueued=(FINAL_ID,),
+    ),
+    ApiCase(
+        "post-invalid-ids-rejected",
+        "post-calls",
+        _calls(
+            [
+                FINAL_ID,
+                "../../etc/passwd",
+                "abc%2Fdef",
+                "4398\u0430bed",
+                "a\x00b",
+                "\uff14\uff13",
+                "c" * 129,
+            ]
+        ),
+        status=202,
+        enqueued=(FINAL_ID,),
+        rejected=6,
+    ),
+    ApiCase("get-unknown", "get-call", path_id="0" * 32, status=404),
+    ApiCase("get-percent-encoded", "get-call", path_id="abc%2Fdef", status=422),
+    ApiCase("get-null-byte", "get-call", path_id="abc\x00def", status=422),
+    ApiCase("get-lookalike", "get-call", path_id="4398\u0430bed", status=422),
+    ApiCase("get-dotdot", "get-call", path_id="..", status=422),
+    ApiCase("get-too-long", "get-call", path_id="e" * 200, status=422),
+    ApiCase("enrich-invalid-id", "enrich", path_id="abc%2Fdef", status=422),
+    ApiCase("enrich-lookalike", "enrich", path_id="\uff14\uff13\uff19\uff18", status=422),
+    ApiCase("enrich-unknown", "enrich", path_id="0" * 31 + "4", status=404),
+    ApiCase("enrich-text-body", "enrich", body="hello", content_type="text/plain", status=415),
+]
+
+
+def _api_event(case: ApiCase) -> dict[str, object]:
+    import base64
+    import copy
+    from urllib.parse import quote
+
+    from tests.support.queue_harness import ROOT
+
+    name = {"post-calls": "api-post-calls", "get-call": "api-get-call", "enrich": "api-post-enrich"}
+    event: dict[str, object] = copy.deepcopy(
+        json.loads((ROOT / f"events/{name[case.route]}.json").read_text())
+    )
+    headers = dict(event["headers"])  # type: ignore[call-overload]
+    headers.pop("content-type", None)
+    if case.content_type is not None:
+        headers["content-type"] = case.content_type
+    event["headers"] = headers
+    if case.route != "post-calls":
+        suffix = "/enrich" if case.route == "enrich" else ""
+        path = f"/calls/{quote(case.path_id, safe='')}{suffix}"
+        event["rawPath"] = path
+        event["requestContext"]["http"]["path"] = path  # type: ignore[index]
+        event["pathParameters"] = {"callId": case.path_id}
+    if case.body is None:
+        event["body"] = None
+        event["isBase64Encoded"] = False
+    elif case.base64:
+        event["body"] = base64.b64encode(case.body.encode()).decode()
+        event["isBase64Encoded"] = True
+    else:
+        event["body"] = case.body
+        event["isBase64Encoded"] = False
+    return event
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[case.name for case in API_CASES])
+def test_hostile_api_request(harness: Harness, case: ApiCase) -> None:
+    from call_enricher import aws
+    from tests.support.handlers import load_handler
+    from tests.support.lambda_context import FakeLambdaContext
+
+    handler = load_handler("http_api")
+    # When the request reaches the real API handler (no exception may escape)
+    response = handler.lambda_handler(_api_event(case), FakeLambdaContext())
+    # Then it gets its documented status, never a 5xx, errors in the one shape
+    assert response["statusCode"] == case.status, response.get("body")
+    body = json.loads(response["body"])
+    if case.status >= 400:
+        assert set(body) == {"error"}
+        assert {"code", "message"} <= set(body["error"])
+        assert "Traceback" not in response["body"]
+    if case.route == "post-calls" and case.status == 202:
+        assert len(body["rejected"]) == case.rejected
+        assert all(r["reason"] == INVALID_ID for r in body["rejected"])
+    # And only validated IDs were enqueued, or reached Sinch
+    messages = (
+        aws.client("sqs")
+        .receive_message(
+            QueueUrl=harness.stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )
+        .get("Messages", [])
+    )
+    assert sorted(json.loads(m["Body"])["callId"] for m in messages) == sorted(case.enqueued)
+    assert all(VALID_PATH.fullmatch(request.path) for request in harness.sinch.requests)
