@@ -371,15 +371,6 @@ def test_read_and_validate_ids() -> None:
 
 PHONE_LIKE = re.compile(r"\+?\d[\d ]{7,}\d")
 
-# TEMPORARY, until the sandbox and the local API land (helpers 5 and 6): then removed.
-needs_full_stack = pytest.mark.skipif(
-    any(
-        __import__("importlib.util").util.find_spec(name) is None
-        for name in ("call_enricher_tools.sandbox", "call_enricher_tools.local_api")
-    ),
-    reason="sandbox / local API not landed yet",
-)
-
 
 class _Output(io.StringIO):
     """A thread-safe text sink that can be waited on."""
@@ -397,7 +388,6 @@ class _Output(io.StringIO):
             return self.getvalue()
 
 
-@needs_full_stack
 def test_make_demo_path_end_to_end(tmp_path: Path) -> None:
     # Given nothing running
     out, err = _Output(), _Output()
@@ -419,7 +409,6 @@ def test_make_demo_path_end_to_end(tmp_path: Path) -> None:
     assert '"message":"record processed"' in log_file.read_text()
 
 
-@needs_full_stack
 def test_local_up_runs_until_stopped_and_shows_events(tmp_path: Path) -> None:
     # Given `local up` running on free ports
     out, err = _Output(), _Output()

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from call_enricher_tools.local.poller import Invocation, SqsPoller, load_function
 from call_enricher_tools.local.stack import (
@@ -121,9 +122,13 @@ class LocalPipeline:
             return
         from call_enricher_tools.sandbox import Sandbox
 
-        sandbox = Sandbox(
-            host=LOOPBACK, port=self.options.sandbox_port, **dict(self.options.sandbox_options)
-        )
+        sandbox_options: dict[str, Any] = {
+            # calls start their ONGOING clock when first asked about, so a stack left running
+            # does not see every seeded ONGOING call end (and call back) at once
+            "ongoing_from": "first-request",
+            **dict(self.options.sandbox_options),
+        }
+        sandbox = Sandbox(host=LOOPBACK, port=self.options.sandbox_port, **sandbox_options)
         _start(sandbox, "Sinch sandbox", self.options.sandbox_port)
         self.sandbox = sandbox
 
@@ -202,6 +207,21 @@ class LocalPipeline:
         previous_stdout = sys.stdout
         sys.stdout = sink
         self._undo_logs.append(lambda: setattr(sys, "stdout", previous_stdout))
+        # Powertools' UserWarnings ("No application metrics to publish"...) go there too
+        previous_showwarning = warnings.showwarning
+
+        def to_sink(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            sink.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = to_sink
+        self._undo_logs.append(lambda: setattr(warnings, "showwarning", previous_showwarning))
 
     def _restore_logs(self) -> None:
         while self._undo_logs:
