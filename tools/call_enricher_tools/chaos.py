@@ -561,9 +561,8 @@ def run_chaos(
                     receives[message_id] = max(receives[message_id], count)
 
         trigger = stack.trigger
-        sqs = stack.client("sqs")
         poller = SqsPoller(
-            sqs_client=sqs,
+            sqs_client=_SerializedSqs(stack.client("sqs")),
             queue_url=stack.queue_url,
             queue_arn=stack.queue_arn,
             handler_factory=lambda i: load_function(QUEUE_APP, instance=f"chaos_{seed}_{i}"),
@@ -629,6 +628,31 @@ def _record_retry_reasons(service: Any, lock: threading.Lock) -> dict[str, str]:
 
     service.process = recording
     return reasons
+
+
+class _SerializedSqs:
+    """The pollers' SQS client, with receives and deletes made one at a time.
+
+    moto's SQS backend is not thread-safe: concurrent ``ReceiveMessage`` / ``DeleteMessage``
+    calls on one queue can corrupt its message list (``list.remove(x): x not in list``, then
+    every receive fails). Real SQS has no such problem; serialising them here only costs
+    throughput.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.receive_message(**kwargs)
+
+    def delete_message_batch(self, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.delete_message_batch(**kwargs)
 
 
 class _Discard(io.TextIOBase):
