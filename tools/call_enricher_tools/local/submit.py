@@ -142,7 +142,7 @@ def _progress(stream: TextIO | None, done: int, total: int, failed: int) -> None
     bar = "#" * filled + "." * (PROGRESS_WIDTH - filled)
     tail = f"  {failed} failed" if failed else ""
     end = "" if stream.isatty() else "\n"
-    if not stream.isatty() and done not in (total,) and done % 100:
+    if not stream.isatty() and done != total and (done == 0 or done % 100):
         return  # not a terminal: a line per 100 IDs and the last, not one per batch
     print(f"\r[{bar}] {done}/{total}{tail}", end=end, file=stream, flush=True)
 
