@@ -151,7 +151,12 @@ class LocalApi:
             def _handle(self) -> None:
                 api._serve(self)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+            def __getattr__(self, name: str) -> Any:
+                # Every method (TRACE, PROPFIND...) is routed: an unknown one gets API
+                # Gateway's 404, not http.server's 501.
+                if name.startswith("do_"):
+                    return self._handle
+                raise AttributeError(name)
 
         server = ThreadingHTTPServer((self.host, self.requested_port), RequestHandler)
         server.daemon_threads = True
