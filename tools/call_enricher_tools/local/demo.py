@@ -32,6 +32,8 @@ from call_enricher_tools.local.poller import Invocation
 from call_enricher_tools.local.runner import LocalPipeline, PipelineOptions
 
 DEMO_TIMEOUT_SECONDS = 45.0
+DEMO_SANDBOX = {"seed": 1, "records": 40}
+"""The sandbox's seed and size: the same seeded calls (and local test credentials) each run."""
 COLUMNS = ("call", "from", "to", "outcome", "ended by", "duration", "cost", "status", "entry")
 
 
@@ -89,7 +91,7 @@ def run_demo(
         # ONGOING calls turn FINAL 2 s after they are first asked about; only the calls the
         # demo ends itself send DiCEs (no unrelated callbacks in the output).
         sandbox_options={
-            "records": 40,
+            **DEMO_SANDBOX,
             "ongoing_seconds": 2.0,
             "ongoing_from": "first-request",
             "dice_on_ongoing_end": False,
