@@ -292,11 +292,27 @@ def test_a_batch_killed_by_no_time_at_all_loses_nothing(any_harness: Harness) ->
 
 
 def test_the_same_message_handled_twice_at_once_stores_one_version(
-    harness_no_freshness: Harness,
+    harness_no_freshness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import threading
+
+    # DynamoDB applies each write atomically; in-process moto does not (two concurrent
+    # UpdateItems on one item can interleave their SET actions). One lock around the table
+    # calls gives moto DynamoDB's per-item atomicity; everything else stays concurrent.
+    dynamodb = aws.client("dynamodb")
+    table_lock = threading.Lock()
+
+    def atomic(call: Callable[..., Any]) -> Callable[..., Any]:
+        def locked(**kwargs: Any) -> Any:
+            with table_lock:
+                return call(**kwargs)
+
+        return locked
+
+    for name in ("update_item", "get_item", "batch_get_item"):
+        monkeypatch.setattr(dynamodb, name, atomic(getattr(dynamodb, name)))
     # Given two containers handling the same SQS records at the same time (a visibility
     # timeout expired while the first was still working: SQS is at-least-once)
-    import threading
 
     from call_enricher_tools.local.poller import load_function
     from tests.support.handlers import FUNCTIONS_DIR
