@@ -57,6 +57,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 QUEUE_APP = REPO_ROOT / "functions" / "queue_enricher" / "app.py"
 LOOPBACK = "127.0.0.1"
 GET_CALL_PATH = "/calling/v1/calls/id/"
+MAX_BACKLOG = 200
+"""Visible messages above which the chaos run's producer pauses."""
 CHAOS_CREDENTIALS = SinchCredentials(
     application_key="c4a05000-0000-4000-8000-00000000c4a0",
     application_secret="Y2hhb3Mtc2VjcmV0LW5ldmVyLWxvZy10aGlzLTAxMjM=",  # noqa: S106 (local only)
@@ -683,8 +685,19 @@ def _submit(
     sqs: Any, queue_url: str, ids: list[str], message_ids: list[str], sent_at: dict[str, float]
 ) -> None:
     """Send one JSON message per ID (batches of 10, failed entries resent); fills
-    ``message_ids`` (same order as ``ids``) and ``sent_at`` (call ID -> monotonic time)."""
+    ``message_ids`` (same order as ``ids``) and ``sent_at`` (call ID -> monotonic time).
+
+    Backpressure: while more than :data:`MAX_BACKLOG` messages wait, sending pauses (moto's
+    receive scans the whole queue, so a deep local queue slows every poller down)."""
     for start in range(0, len(ids), 10):
+        if start % 100 == 0:
+            for _ in range(6000):  # at most ten minutes
+                attributes = sqs.get_queue_attributes(
+                    QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                if int(attributes.get("ApproximateNumberOfMessages", 0)) <= MAX_BACKLOG:
+                    break
+                time.sleep(0.1)
         pending = {str(i): i for i in range(start, min(start + 10, len(ids)))}
         for _attempt in range(5):
             response = sqs.send_message_batch(
