@@ -12,7 +12,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 PIP_FLAGS := --disable-pip-version-check --quiet --no-input
 export AWS_DEFAULT_REGION ?= eu-west-1
 
-.PHONY: help setup test lint typecheck pytest demo bench clean
+.PHONY: help setup test lint typecheck pytest demo chaos bench bench-quick openapi clean
 
 include mk/sam.mk
 
@@ -32,10 +32,12 @@ $(STAMP): pyproject.toml layers/core/requirements.txt requirements-dev.txt scrip
 test: setup sam-setup ## lint, type-check and run every test (template checks and sam build included)
 	$(MAKE) --no-print-directory lint typecheck pytest
 
-lint: setup ## ruff lint + format check, committed schemas up to date
+lint: setup ## ruff lint + format check; committed schemas, openapi.json and geo index up to date
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PY) -m call_enricher_tools.schemas --check
+	$(PY) -m call_enricher_tools.openapi --check
+	$(PY) -m call_enricher_tools.geoindex --check
 
 typecheck: setup ## mypy (strict on the library)
 	$(BIN)/mypy layers/core/call_enricher tools/call_enricher_tools
@@ -43,11 +45,21 @@ typecheck: setup ## mypy (strict on the library)
 pytest: setup ## run pytest (pass ARGS=... for extra options)
 	$(BIN)/pytest $(ARGS)
 
-demo: setup ## run the pipeline on the sample records, offline
+demo: setup ## run the whole pipeline locally (sandbox, moto, HTTP API, poller), then stop
 	$(BIN)/call-enricher demo
 
-bench: setup ## run the benchmarks and print a table of figures
+chaos: setup ## 10,000 call IDs through the local stack under injected faults (IDS=... to change)
+	$(BIN)/call-enricher chaos --ids $(or $(IDS),10000)
+
+bench: setup ## run every benchmark; print the figures and write bench/results/latest.json
 	$(PY) -m bench
+
+bench-quick: setup ## the benchmarks with fewer repetitions (a smoke run)
+	$(PY) -m bench --quick
+
+openapi: setup ## regenerate openapi.json and events/schemas/ from the code
+	$(PY) -m call_enricher_tools.openapi
+	$(PY) -m call_enricher_tools.schemas
 
 clean: ## remove venvs, build output and caches
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -142,7 +142,7 @@ def test_console_script_reads_stdin() -> None:
 
 
 def test_demo_runs_offline() -> None:
-    code, out, err = run("demo")
+    code, out, err = run("demo", "--offline")
     assert (code, err) == (0, "")
     samples = len(list((ROOT / "events/sinch").glob("*.json")))
     assert f"Enriched {samples} sample Sinch records" in out

@@ -5,7 +5,12 @@ Commands:
 * ``enrich CALL_ID...``: fetch each call from Sinch, validate, enrich, print one JSON
   document per call (one per line) on stdout.
 * ``enrich-file PATH`` (``-`` for stdin): the same from a saved Get Call JSON body, offline.
-* ``demo``: the pipeline on the sample records in ``events/sinch/``, offline.
+* ``demo``: the whole pipeline on the local stack (what ``make demo`` runs);
+  ``demo --offline`` enriches the sample records in ``events/sinch/`` without servers.
+* ``sandbox``: the Sinch Get Call sandbox on 127.0.0.1.
+* ``local up``: the local stack (sandbox, moto, HTTP API, SQS poller) until Ctrl-C.
+* ``submit``: send call IDs to a queue URL in batches of 10.
+* ``chaos``: N call IDs through the local stack under injected faults, then accounting.
 
 Errors go to stderr as one line ``error: <reason>: <message>``; the exit code tells the
 class apart (see :data:`EXIT_CODES`). With several call IDs every ID is attempted and the
@@ -149,9 +154,13 @@ def cmd_enrich_file(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) ->
 
 
 def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from call_enricher_tools.demo import run_offline_demo
+    if args.offline:
+        from call_enricher_tools.demo import run_offline_demo
 
-    return run_offline_demo(SAMPLES_DIR, stdout=stdout, stderr=stderr)
+        return run_offline_demo(SAMPLES_DIR, stdout=stdout, stderr=stderr)
+    from call_enricher_tools.local.demo import run_demo
+
+    return run_demo(stdout=stdout, stderr=stderr)
 
 
 # -- parser ----------------------------------------------------------------------------
@@ -195,8 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     enrich_file.add_argument("--pretty", action="store_true", help="indent the JSON output")
     enrich_file.set_defaults(func=cmd_enrich_file)
 
-    demo = sub.add_parser("demo", help="run the pipeline on the bundled sample records")
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on the local stack (every entry path), then stop",
+    )
+    demo.add_argument(
+        "--offline",
+        action="store_true",
+        help="only enrich the sample records in events/sinch/ (no servers)",
+    )
     demo.set_defaults(func=cmd_demo)
+
+    from call_enricher_tools.chaos import add_chaos_command
+    from call_enricher_tools.local.commands import add_local_commands
+    from call_enricher_tools.sandbox.command import add_sandbox_command
+
+    add_sandbox_command(sub)
+    add_local_commands(sub)
+    add_chaos_command(sub)
     return parser
 
 

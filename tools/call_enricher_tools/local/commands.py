@@ -6,7 +6,7 @@ The ``call-enricher`` parser calls :func:`add_local_commands` with its subparser
 from __future__ import annotations
 
 import argparse
-from typing import Any, TextIO
+from typing import Any
 
 from call_enricher_tools.local.submit import add_submit_parser
 from call_enricher_tools.local.up import add_local_up_parser
@@ -20,10 +20,3 @@ def add_local_commands(subparsers: Any) -> None:
     local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
     add_local_up_parser(local_sub)
     add_submit_parser(subparsers)
-
-
-def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    """``demo``: the full local pipeline demo (what ``make demo`` runs)."""
-    from call_enricher_tools.local.demo import run_demo
-
-    return run_demo(stdout=stdout, stderr=stderr)
