@@ -1,8 +1,8 @@
 """Fixtures for the template tests: template.yaml as data, and the SAM tool venv.
 
-``template.yaml`` is read with a PyYAML loader that turns CloudFormation's short-form tags
-(``!Ref``, ``!GetAtt``, ``!Sub``, ``!If``...) into their long form (``{"Ref": ...}``,
-``{"Fn::GetAtt": [...]}``...), the way CloudFormation itself sees them.
+``template.yaml`` is read with the local stack's PyYAML loader, which turns CloudFormation's
+short-form tags (``!Ref``, ``!GetAtt``, ``!Sub``, ``!If``...) into their long form
+(``{"Ref": ...}``, ``{"Fn::GetAtt": [...]}``...), the way CloudFormation itself sees them.
 
 The slow tests run the tools of ``.venv-sam`` (``make sam-setup``). When it is missing they
 are skipped on a workstation and FAIL under CI (``CI`` set), so CI cannot go green without
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from call_enricher_tools.local.template import INTRINSICS, load_cfn_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO / "template.yaml"
@@ -27,67 +28,6 @@ SAM_VENV = REPO / ".venv-sam"
 SAM_BIN = SAM_VENV / "bin"
 CHECKOV_BIN = SAM_VENV / "checkov" / "bin"
 REGION = "eu-west-1"
-
-# Short-form tag -> long-form key. !GetAtt and !Condition have their own shapes.
-_INTRINSICS = {
-    "Ref": "Ref",
-    "Condition": "Condition",
-    "GetAtt": "Fn::GetAtt",
-    **{
-        name: f"Fn::{name}"
-        for name in [
-            "Sub",
-            "Join",
-            "Select",
-            "Split",
-            "If",
-            "Equals",
-            "Not",
-            "And",
-            "Or",
-            "FindInMap",
-            "Base64",
-            "Cidr",
-            "ImportValue",
-            "GetAZs",
-            "Transform",
-            "Length",
-            "ToJsonString",
-        ]
-    },
-}
-
-
-class CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
-    """A safe YAML loader that understands CloudFormation's short-form intrinsic tags."""
-
-
-def _construct_intrinsic(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if tag_suffix not in _INTRINSICS:
-        raise yaml.constructor.ConstructorError(
-            None, None, f"unknown tag !{tag_suffix}", node.start_mark
-        )
-    key = _INTRINSICS[tag_suffix]
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if tag_suffix == "GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {key: value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_intrinsic)
-
-
-def load_cfn_yaml(text: str) -> dict[str, Any]:
-    """Parse CloudFormation YAML (short-form tags become long-form dicts)."""
-    data = yaml.load(text, Loader=CfnLoader)  # noqa: S506 - CfnLoader is a SafeLoader
-    assert isinstance(data, dict), "template.yaml is not a mapping"
-    return data
 
 
 @dataclass(frozen=True)
@@ -141,7 +81,7 @@ def _merge_globals(globals_: Mapping[str, Any], own: Mapping[str, Any]) -> dict[
 
 
 def _is_intrinsic(value: Mapping[str, Any]) -> bool:
-    return len(value) == 1 and next(iter(value)) in {"Ref", "Condition", *_INTRINSICS.values()}
+    return len(value) == 1 and next(iter(value)) in {"Ref", "Condition", *INTRINSICS.values()}
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
-_INTRINSICS = {
+INTRINSICS = {
     "Ref": "Ref",
     "Condition": "Condition",
     "GetAtt": "Fn::GetAtt",
@@ -54,7 +54,7 @@ class CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
 
 
 def _construct_intrinsic(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if tag_suffix not in _INTRINSICS:
+    if tag_suffix not in INTRINSICS:
         raise yaml.constructor.ConstructorError(
             None, None, f"unknown tag !{tag_suffix}", node.start_mark
         )
@@ -67,7 +67,7 @@ def _construct_intrinsic(loader: CfnLoader, tag_suffix: str, node: yaml.Node) ->
         value = loader.construct_sequence(node, deep=True)
     else:
         value = loader.construct_mapping(node, deep=True)
-    return {_INTRINSICS[tag_suffix]: value}
+    return {INTRINSICS[tag_suffix]: value}
 
 
 CfnLoader.add_multi_constructor("!", _construct_intrinsic)
@@ -242,4 +242,4 @@ def _merge(globals_: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any
 
 
 def _is_intrinsic(value: Mapping[str, Any]) -> bool:
-    return len(value) == 1 and next(iter(value)) in {"Ref", "Condition", *_INTRINSICS.values()}
+    return len(value) == 1 and next(iter(value)) in {"Ref", "Condition", *INTRINSICS.values()}
