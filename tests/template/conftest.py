@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from call_enricher_tools.local.template import INTRINSICS, load_cfn_yaml
+from call_enricher_tools.local.template import load_cfn_yaml, merge_globals
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO / "template.yaml"
@@ -57,7 +57,7 @@ class Template:
     def function_properties(self, name: str) -> dict[str, Any]:
         """A function's properties as SAM resolves them: Globals merged (maps merge,
         the function's own values win; lists such as Layers are appended)."""
-        return _merge_globals(self.function_globals, self.resources[name]["Properties"])
+        return merge_globals(self.function_globals, self.resources[name]["Properties"])
 
     @property
     def functions(self) -> dict[str, dict[str, Any]]:
@@ -65,23 +65,6 @@ class Template:
             name: self.function_properties(name)
             for name in self.of_type("AWS::Serverless::Function")
         }
-
-
-def _merge_globals(globals_: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
-    merged: dict[str, Any] = dict(globals_)
-    for key, value in own.items():
-        base = merged.get(key)
-        if isinstance(base, Mapping) and isinstance(value, Mapping) and not _is_intrinsic(value):
-            merged[key] = _merge_globals(base, value)
-        elif isinstance(base, list) and isinstance(value, list):
-            merged[key] = [*base, *value]
-        else:
-            merged[key] = value
-    return merged
-
-
-def _is_intrinsic(value: Mapping[str, Any]) -> bool:
-    return len(value) == 1 and next(iter(value)) in {"Ref", "Condition", *INTRINSICS.values()}
 
 
 @pytest.fixture(scope="session")

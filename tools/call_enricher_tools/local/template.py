@@ -206,7 +206,7 @@ class Template:
     def function_properties(self, name: str) -> dict[str, Any]:
         """A function's properties with the SAM Globals merged (its own values win)."""
         globals_: Mapping[str, Any] = self.raw.get("Globals", {}).get("Function", {})
-        return _merge(globals_, self.resources[name]["Properties"])
+        return merge_globals(globals_, self.resources[name]["Properties"])
 
     def sqs_trigger(self, function: str) -> tuple[str, dict[str, Any]]:
         """The (queue logical ID, properties) of a function's SQS event source."""
@@ -228,12 +228,12 @@ class Template:
         raise TemplateError("no function has an SQS event")
 
 
-def _merge(globals_: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+def merge_globals(globals_: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = dict(globals_)
     for key, value in own.items():
         base = merged.get(key)
         if isinstance(base, Mapping) and isinstance(value, Mapping) and not _is_intrinsic(value):
-            merged[key] = _merge(base, value)
+            merged[key] = merge_globals(base, value)
         elif isinstance(base, list) and isinstance(value, list):
             merged[key] = [*base, *value]
         else:
