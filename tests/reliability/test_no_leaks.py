@@ -87,19 +87,6 @@ class _NotFrom(logging.Filter):
         return not record.name.startswith(self._prefixes)
 
 
-BOTOCORE_DEBUG_LEAKS = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (reported to the lead): with the root logger at DEBUG, which is what the "
-        "template's LogLevel=DEBUG does (Lambda sets the root level from ApplicationLogLevel), "
-        "botocore logs every request and response body: the Secrets Manager answer (the Sinch "
-        "secret) and the DynamoDB items and PutEvents entries (full phone numbers). Fix: pin "
-        "the botocore/boto3 loggers to INFO or above in the library (aws.py), whatever the "
-        "root level."
-    ),
-)
-
-
 class Capture:
     """Every output channel, as text. ``exclude`` drops stdlib records of those loggers."""
 
@@ -140,8 +127,6 @@ def capture(
     """Every channel, the stdlib root at DEBUG; with botocore's wire logs, or without them."""
     from call_enricher.observability import logger
 
-    if request.param == () and "leak_nothing" in request.node.name:
-        request.applymarker(BOTOCORE_DEBUG_LEAKS)
     stream = io.StringIO()
     monkeypatch.setattr(logger.registered_handler, "stream", stream)
     result = Capture(capsys, stream, exclude=request.param)

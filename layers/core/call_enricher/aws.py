@@ -13,6 +13,10 @@ the queue and secrets adapters) use this module; everything else stays free of b
   exponential backoff), short connect/read timeouts so a stuck call fails well within the
   Lambda deadline, and a connection pool large enough for the worker thread pool
   (``WORKER_THREADS`` + :data:`POOL_MARGIN`) so threads never queue for a connection.
+* botocore, boto3, s3transfer and urllib3 log every request and response at DEBUG (bodies
+  included: the Sinch secret, stored records, event entries with full phone numbers). Their
+  loggers are pinned to INFO or above here, at import (:func:`pin_wire_loggers`), whatever
+  level the root logger has (the template's ``LogLevel=DEBUG`` sets the root to DEBUG).
 * Endpoints and region come from the standard environment (``AWS_REGION``,
   ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<SERVICE>``), which boto3 honours natively: that
   is how the local stack points the same code at a moto server.
@@ -23,6 +27,7 @@ the queue and secrets adapters) use this module; everything else stays free of b
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -41,9 +46,11 @@ __all__ = [
     "POOL_MARGIN",
     "READ_TIMEOUT_SECONDS",
     "THROTTLING_ERROR_CODES",
+    "WIRE_LOGGERS",
     "client",
     "client_config",
     "error_code",
+    "pin_wire_loggers",
     "reset_clients",
     "translate_error",
 ]
@@ -77,6 +84,25 @@ THROTTLING_ERROR_CODES = frozenset(
 
 _PERMANENT_ERROR_CODES = frozenset({"ValidationException", "SerializationException"})
 """Codes that describe *this request* as invalid: resending the same request cannot help."""
+
+WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+"""Loggers that dump requests and responses (bodies included) at DEBUG."""
+
+
+def pin_wire_loggers() -> None:
+    """Keep :data:`WIRE_LOGGERS` at INFO or above, whatever the root logger's level.
+
+    A logger at NOTSET inherits the root's level, so a DEBUG root (``LogLevel=DEBUG``) would
+    make botocore log the Secrets Manager answer and every DynamoDB item and PutEvents
+    entry. A level already above INFO is kept.
+    """
+    for name in WIRE_LOGGERS:
+        wire = logging.getLogger(name)
+        if wire.level < logging.INFO:  # NOTSET (inherits the root) or DEBUG
+            wire.setLevel(logging.INFO)
+
+
+pin_wire_loggers()
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}

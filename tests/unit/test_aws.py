@@ -1,0 +1,66 @@
+"""call_enricher.aws: the wire loggers are pinned whatever the root level."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from call_enricher import aws
+
+
+@pytest.fixture
+def wire_levels() -> Iterator[None]:
+    """Restore the wire loggers' and the root's levels after the test."""
+    saved = {name: logging.getLogger(name).level for name in aws.WIRE_LOGGERS}
+    root_level = logging.getLogger().level
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger().setLevel(root_level)
+
+
+@pytest.mark.usefixtures("wire_levels")
+def test_wire_loggers_stay_at_info_under_a_debug_root():
+    # Given the root logger at DEBUG (the template's LogLevel=DEBUG) and the wire loggers
+    # back at NOTSET, as a library that reset them would leave them
+    logging.getLogger().setLevel(logging.DEBUG)
+    for name in aws.WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    # When they are pinned
+    aws.pin_wire_loggers()
+    # Then none of them passes DEBUG records, and INFO still goes through
+    for name in ("botocore", "botocore.endpoint", "botocore.parsers", "boto3", "urllib3"):
+        wire = logging.getLogger(name)
+        assert not wire.isEnabledFor(logging.DEBUG), name
+        assert wire.isEnabledFor(logging.INFO), name
+
+
+@pytest.mark.usefixtures("wire_levels")
+def test_pinning_keeps_a_stricter_level():
+    # Given botocore set to WARNING by the operator
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    # When the loggers are pinned
+    aws.pin_wire_loggers()
+    # Then botocore stays at WARNING
+    assert logging.getLogger("botocore").level == logging.WARNING
+
+
+def test_importing_the_module_pins_the_wire_loggers():
+    # Given a fresh interpreter whose root logger is at DEBUG before the import
+    code = (
+        "import logging\n"
+        "logging.getLogger().setLevel(logging.DEBUG)\n"
+        "import call_enricher.aws\n"
+        "print(','.join(str(logging.getLogger(n).getEffectiveLevel())"
+        " for n in ('botocore', 'boto3', 's3transfer', 'urllib3')))\n"
+    )
+    # When the module is imported
+    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    # Then every wire logger is at INFO
+    assert done.stdout.strip() == ",".join([str(logging.INFO)] * 4)
