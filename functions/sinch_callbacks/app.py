@@ -4,6 +4,9 @@ Lean on purpose (Sinch waits on it; cold start goal <= 1.2x a naive verify-and-e
 handler): stdlib, boto3 (SQS), the Powertools Logger and :mod:`call_enricher.callbacks`. No
 pydantic, no event handler/resolver, no X-Ray SDK. Settings are read by
 ``CallbackConfig.from_env`` instead of the pydantic settings model for the same reason.
+The SQS and Secrets Manager clients both come from :func:`call_enricher.aws.client`: one
+botocore session (its loaded endpoint and model data shared), one client configuration
+(timeouts, standard retries) and the wire loggers pinned to INFO.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 
+from call_enricher import aws
 from call_enricher.callbacks import CallbackConfig, handle_callback
 from call_enricher.sinch.auth import SinchCredentials
 
@@ -30,7 +33,7 @@ def _state() -> tuple[CallbackConfig, Any, Any]:
     if _config is None:
         _config = CallbackConfig.from_env()
     if _sqs is None:
-        _sqs = boto3.client("sqs")
+        _sqs = aws.client("sqs")
     if _credentials is None:
         from call_enricher.secrets import SecretsManagerCredentials
 

@@ -1,4 +1,4 @@
-"""call_enricher.aws: the wire loggers are pinned whatever the root level."""
+"""call_enricher.aws: the wire loggers are pinned, the client configuration stays light."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from call_enricher import aws
+from call_enricher.settings import Settings
 
 
 @pytest.fixture
@@ -64,3 +65,45 @@ def test_importing_the_module_pins_the_wire_loggers():
     )
     # Then every wire logger is at INFO
     assert done.stdout.strip() == ",".join([str(logging.INFO)] * 4)
+
+
+def test_default_pool_size_matches_the_settings_default(monkeypatch: pytest.MonkeyPatch):
+    # Given no WORKER_THREADS variable
+    monkeypatch.delenv("WORKER_THREADS", raising=False)
+    # When the client configuration is built
+    config = aws.client_config()
+    # Then it is sized for the settings' default worker threads
+    assert Settings().worker_threads == aws.DEFAULT_WORKER_THREADS
+    assert config.max_pool_connections == aws.DEFAULT_WORKER_THREADS + aws.POOL_MARGIN
+
+
+def test_pool_size_follows_worker_threads(monkeypatch: pytest.MonkeyPatch):
+    # Given WORKER_THREADS=3 (validated by the settings model)
+    from call_enricher.settings import get_settings
+
+    monkeypatch.setenv("WORKER_THREADS", "3")
+    get_settings.cache_clear()
+    try:
+        # When the client configuration is built
+        config = aws.client_config()
+    finally:
+        get_settings.cache_clear()
+    # Then the pool has room for 3 workers and the margin
+    assert config.max_pool_connections == 3 + aws.POOL_MARGIN
+
+
+def test_client_configuration_does_not_import_pydantic_without_worker_threads():
+    # Given a fresh interpreter without WORKER_THREADS (the callback receiver's environment)
+    code = (
+        "import os, sys\n"
+        "os.environ.pop('WORKER_THREADS', None)\n"
+        "from call_enricher import aws\n"
+        "aws.client_config()\n"
+        "print('pydantic' in sys.modules, 'call_enricher.settings' in sys.modules)\n"
+    )
+    # When the client configuration is built
+    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    # Then neither the settings model nor pydantic was imported
+    assert done.stdout.strip() == "False False"

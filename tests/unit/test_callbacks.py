@@ -273,3 +273,31 @@ def test_config_matches_the_settings_model_defaults():
         settings.sinch_callback_path,
         settings.callback_max_skew_seconds,
     )
+
+
+def test_the_receiver_builds_its_clients_without_pydantic_and_from_one_session():
+    # Given a fresh interpreter with the receiver's environment (no WORKER_THREADS)
+    import subprocess
+    import sys
+
+    app = Path(__file__).resolve().parents[2] / "functions" / "sinch_callbacks" / "app.py"
+    code = (
+        "import importlib.util, os, sys\n"
+        "os.environ.update(AWS_DEFAULT_REGION='eu-west-1', AWS_ACCESS_KEY_ID='testing',"
+        " AWS_SECRET_ACCESS_KEY='testing', SINCH_SECRET_ID='sinch',"
+        " ENRICHMENT_QUEUE_URL='https://sqs.eu-west-1.amazonaws.com/123456789012/q')\n"
+        "os.environ.pop('WORKER_THREADS', None)\n"
+        f"spec = importlib.util.spec_from_file_location('receiver', {str(app)!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "config, sqs, credentials = module._state()\n"
+        "from call_enricher import aws\n"
+        "same = sqs is aws.client('sqs')\n"
+        "print(same, 'pydantic' in sys.modules, 'call_enricher.settings' in sys.modules)\n"
+    )
+    # When the receiver has built its state (what its first invocation does)
+    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    # Then its SQS client is the library's shared one, and pydantic was never imported
+    assert done.stdout.strip() == "True False False"

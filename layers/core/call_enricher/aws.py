@@ -28,6 +28,7 @@ the queue and secrets adapters) use this module; everything else stays free of b
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -42,6 +43,7 @@ from call_enricher.errors import AwsUnavailableError, CallEnricherError, Permane
 
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
+    "DEFAULT_WORKER_THREADS",
     "MAX_ATTEMPTS",
     "POOL_MARGIN",
     "READ_TIMEOUT_SECONDS",
@@ -85,6 +87,9 @@ THROTTLING_ERROR_CODES = frozenset(
 _PERMANENT_ERROR_CODES = frozenset({"ValidationException", "SerializationException"})
 """Codes that describe *this request* as invalid: resending the same request cannot help."""
 
+DEFAULT_WORKER_THREADS = 10
+"""``WORKER_THREADS`` when unset (the default of :class:`call_enricher.settings.Settings`)."""
+
 WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 """Loggers that dump requests and responses (bodies included) at DEBUG."""
 
@@ -113,12 +118,18 @@ _config: Config | None = None
 def client_config(worker_threads: int | None = None) -> Config:
     """The botocore configuration shared by every client.
 
-    ``worker_threads`` defaults to ``WORKER_THREADS`` from :mod:`call_enricher.settings`.
+    ``worker_threads`` defaults to ``WORKER_THREADS`` as validated by
+    :mod:`call_enricher.settings`. When the variable is not set (the callback receiver) the
+    settings model, and with it pydantic, is not imported: its default is
+    :data:`DEFAULT_WORKER_THREADS` (a unit test keeps the two equal).
     """
     if worker_threads is None:
-        from call_enricher.settings import get_settings
+        if "WORKER_THREADS" in os.environ:
+            from call_enricher.settings import get_settings
 
-        worker_threads = get_settings().worker_threads
+            worker_threads = get_settings().worker_threads
+        else:
+            worker_threads = DEFAULT_WORKER_THREADS
     return Config(
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
