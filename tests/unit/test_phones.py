@@ -325,3 +325,62 @@ def test_concurrent_first_lookups_agree():
         results = list(pool.map(phones._geo_description, numbers))
     # Then every answer is the expected one
     assert results == ["New York, NY", "London"] * 16
+
+
+# --- lazy carriers: same answers as phonenumbers.carrier, without loading all its tables ---------
+
+
+def test_carrier_matches_phonenumbers_carrier_for_thousands_of_numbers():
+    # Given the real carrier module (imported here, in the test only) and many numbers
+    import phonenumbers
+    from phonenumbers import carrier
+
+    compared = named = 0
+    for raw in _equivalence_numbers():
+        try:
+            number = phonenumbers.parse(raw if raw.startswith("+") else "+" + raw)
+        except phonenumbers.NumberParseException:
+            continue
+        # When our lazy lookup names the carrier
+        # Then it says exactly what phonenumbers' carrier module says
+        expected = carrier.name_for_number(number, "en")
+        assert phones._carrier_name(number) == expected, raw
+        compared += 1
+        named += bool(expected)
+    assert compared > 2000
+    assert named > 100
+
+
+def test_lazy_carrier_data_holds_every_entry_of_phonenumbers():
+    # Given the installed carrier tables
+    from phonenumbers.carrierdata import CARRIER_DATA, CARRIER_LONGEST_PREFIX
+
+    # When the lazy mapping is asked for every prefix, and for prefixes it does not hold
+    data = phones._carrier_data()
+    assert data is not None
+    # Then it finds each entry in the file covering it, and nothing else
+    assert all(data[prefix] == names for prefix, names in CARRIER_DATA.items())
+    assert "0" not in data
+    assert "999999999999" not in data
+    assert phones._CARRIER_LONGEST_PREFIX == CARRIER_LONGEST_PREFIX
+
+
+def test_analysis_loads_only_the_carrier_file_covering_the_number():
+    # Given a fresh interpreter that analyses one Singapore mobile
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from call_enricher import phones\n"
+        "assert phones.analyse_number('+6591234567').carrier == 'SingTel'\n"
+        "loaded = sorted(k for k in phones._loaded if k.startswith('carrierdata/'))\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('phonenumbers.carrier'))\n"
+        "print(','.join(loaded), ','.join(bad), sep='|')\n"
+    )
+    # When it has run
+    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    # Then one carrier table was loaded, and neither phonenumbers.carrier nor its package
+    assert done.stdout.strip() == "carrierdata/data2|"

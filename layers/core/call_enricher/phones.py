@@ -11,13 +11,18 @@
   format of that region (``national``). The first *valid* reading wins, else the first
   *possible* one, else the first that parses.
 * Geography, carrier and time zones come from ``phonenumbers``' geocoder, carrier and
-  timezone modules, reported only for valid numbers and only when known. The carrier is the
+  timezone data, reported only for valid numbers and only when known. The carrier is the
   one the number range was *allocated* to: number portability is not reflected.
   ``phonenumbers.geocoder`` is never imported: its package loads every prefix table of every
   language (~0.3 s, ~100 MB). The same algorithm (``phonenumbers.prefix``) runs here over a
   lazy mapping that loads only the one ``geodata/dataN.py`` a prefix can live in, found by
   bisecting the generated index :mod:`call_enricher._geoindex` (the data files are sorted,
-  contiguous prefix ranges). Loading is locked, so thread pools are safe.
+  contiguous prefix ranges). ``phonenumbers.carrier`` is not imported either (its package
+  loads its three tables, ~20-40 ms of a cold start): carriers are looked up the same way,
+  over ``carrierdata/dataN.py``, whose first prefixes are read from the files' first entries
+  (three small reads; when a file does not look as expected, the whole
+  ``phonenumbers.carrier`` module is used instead). Loading is locked, so thread pools are
+  safe.
 * :func:`mask_number` renders an endpoint safe for logs and exception text.
 """
 
@@ -212,12 +217,12 @@ def _describe(
     zones: tuple[str, ...] = ()
     number_type = NumberType.UNKNOWN
     if valid:
-        carrier, timezone = _extras()
+        timezone = _extras()
         region = phonenumbers.region_code_for_number(number)
         country = region if region and region not in ("001", "ZZ") else None
         number_type = _TYPES.get(phonenumbers.number_type(number), NumberType.UNKNOWN)
         geo = _geo_description(number) or None
-        carrier_name = carrier.name_for_number(number, "en") or None
+        carrier_name = _carrier_name(number) or None
         zones = tuple(
             zone for zone in timezone.time_zones_for_number(number) if zone != "Etc/Unknown"
         )
@@ -237,42 +242,46 @@ def _describe(
 
 
 @cache
-def _extras() -> tuple[ModuleType, ModuleType]:
-    from phonenumbers import carrier, timezone
+def _extras() -> ModuleType:
+    from phonenumbers import timezone
 
-    return carrier, timezone
+    return timezone
 
 
 def preload() -> None:
-    """Import the carrier and time zone tables now. Optional: geocoding data loads lazily."""
+    """Load the time zone table and the carrier index now. Optional: prefix data loads lazily."""
     _extras()
+    _carrier_index()
 
 
-# --- geocoding without phonenumbers.geocoder --------------------------------------------------
+# --- prefix data loaded per file, never through the geodata/carrierdata packages ------------
 
-_GEODATA_DIR: Final = Path(phonenumbers.__file__).parent / "geodata"
+_PHONENUMBERS_DIR: Final = Path(phonenumbers.__file__).parent
+_GEODATA_DIR: Final = _PHONENUMBERS_DIR / "geodata"
 _LOAD_LOCK: Final = threading.Lock()
 _loaded: dict[str, dict[str, dict[str, str]]] = {}
 
 
-def _load_data(stem: str) -> dict[str, dict[str, str]]:
-    """``data`` of ``phonenumbers/geodata/<stem>.py``, loaded by path (never the package)."""
-    found = _loaded.get(stem)
+def _load_data(stem: str, package: str = "geodata") -> dict[str, dict[str, str]]:
+    """``data`` of ``phonenumbers/<package>/<stem>.py``, loaded by path (never the package)."""
+    key = stem if package == "geodata" else f"{package}/{stem}"
+    found = _loaded.get(key)
     if found is not None:
         return found
     with _LOAD_LOCK:
-        found = _loaded.get(stem)
+        found = _loaded.get(key)
         if found is None:
-            # Named under phonenumbers.geodata so that "from ..util import u" resolves; never
-            # registered in sys.modules, and phonenumbers.geodata itself is not imported.
+            # Named under phonenumbers.<package> so that "from ..util import u" resolves;
+            # never registered in sys.modules, and the package itself is not imported.
             spec = importlib.util.spec_from_file_location(
-                f"phonenumbers.geodata._call_enricher_{stem}", _GEODATA_DIR / f"{stem}.py"
+                f"phonenumbers.{package}._call_enricher_{stem}",
+                _PHONENUMBERS_DIR / package / f"{stem}.py",
             )
             if spec is None or spec.loader is None:  # pragma: no cover - broken install
-                raise ImportError(f"cannot load phonenumbers geodata {stem}")
+                raise ImportError(f"cannot load phonenumbers {package} {stem}")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            found = _loaded[stem] = module.LOCALE_DATA if stem == "locale" else module.data
+            found = _loaded[key] = module.LOCALE_DATA if stem == "locale" else module.data
     return found
 
 
@@ -359,6 +368,103 @@ def _geo_description(number: phonenumbers.PhoneNumber) -> str:
         )
     )
     return area if area else _country_name(number)
+
+
+# --- carriers without phonenumbers.carrier -----------------------------------------------------
+
+_CARRIER_DIR: Final = _PHONENUMBERS_DIR / "carrierdata"
+_CARRIER_LONGEST_PREFIX: Final = 9  # carrierdata.CARRIER_LONGEST_PREFIX (checked by a test)
+_FIRST_ENTRY: Final = re.compile(r"^data = \{\s*'(\d+)':", re.MULTILINE)
+#: Number types carriers are looked up for (phonenumbers.carrier._is_mobile).
+_CARRIER_TYPES: Final = frozenset(
+    {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        phonenumbers.PhoneNumberType.PAGER,
+    }
+)
+
+
+@cache
+def _carrier_index() -> tuple[str, ...] | None:
+    """First prefix of each ``carrierdata/data<i>.py``, read from its first entry.
+
+    ``None`` when the files do not look as expected (then the carrier module is used).
+    """
+    firsts: list[str] = []
+    for index in range(100):
+        path = _CARRIER_DIR / f"data{index}.py"
+        try:
+            with path.open(encoding="utf-8") as source:
+                head = source.read(8192)
+        except FileNotFoundError:
+            break
+        except OSError:  # pragma: no cover - unreadable install
+            return None
+        found = _FIRST_ENTRY.search(head)
+        if found is None:
+            return None
+        firsts.append(found.group(1))
+    if not firsts or firsts != sorted(firsts):
+        return None
+    return tuple(firsts)
+
+
+class _LazyCarrierData(Mapping[str, dict[str, str]]):
+    """CARRIER_DATA, loading only the data module whose prefix range covers a key."""
+
+    def __init__(self, first_prefixes: tuple[str, ...]) -> None:
+        self._firsts = first_prefixes
+
+    def _module_for(self, prefix: str) -> dict[str, dict[str, str]] | None:
+        index = bisect.bisect_right(self._firsts, prefix) - 1
+        return None if index < 0 else _load_data(f"data{index}", "carrierdata")
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        data = self._module_for(key)
+        return data is not None and key in data
+
+    def __getitem__(self, key: str) -> dict[str, str]:
+        data = self._module_for(key)
+        if data is None:
+            raise KeyError(key)
+        return data[key]
+
+    def __iter__(self) -> Iterator[str]:  # pragma: no cover - not used by the prefix walk
+        for index in range(len(self._firsts)):
+            yield from _load_data(f"data{index}", "carrierdata")
+
+    def __len__(self) -> int:  # pragma: no cover - not used by the prefix walk
+        return sum(len(_load_data(f"data{i}", "carrierdata")) for i in range(len(self._firsts)))
+
+
+@cache
+def _carrier_data() -> Mapping[str, dict[str, str]] | None:
+    firsts = _carrier_index()
+    return None if firsts is None else _LazyCarrierData(firsts)
+
+
+def _carrier_name(number: phonenumbers.PhoneNumber) -> str:
+    """Same result as ``phonenumbers.carrier.name_for_number(number, "en")``."""
+    data = _carrier_data()
+    if data is None:  # pragma: no cover - an unexpected carrierdata layout
+        from phonenumbers import carrier
+
+        return str(carrier.name_for_number(number, "en"))
+    if phonenumbers.number_type(number) not in _CARRIER_TYPES:
+        return ""
+    return str(
+        _prefix_description_for_number(
+            data,  # type: ignore[arg-type]  # a Mapping is all the walk needs
+            _CARRIER_LONGEST_PREFIX,
+            number,
+            "en",
+            None,
+            None,
+        )
+    )
 
 
 # --- masking ------------------------------------------------------------------------------------
