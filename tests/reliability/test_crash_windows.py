@@ -24,6 +24,8 @@ mid-batch: records not started in time    only those are retried; each published
 mid-batch: killed with records stored     every record published exactly once
 the same message in two containers        one stored version; its event out once or
 at once (visibility timeout expired)      twice, identical (the second window)
+stored FINAL, then Sinch fails for good   no failure announced for a FINAL call; an
+                                          unpublished stored version is published
 ========================================  ===========================================
 """
 
@@ -38,6 +40,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from call_enricher import aws, runtime
+from tests.support.fake_sinch import Reply
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.queue_harness import (
     FINAL_ID,
@@ -349,3 +352,41 @@ def test_the_same_message_handled_twice_at_once_stores_one_version(
         item = harness_no_freshness.stack.item(call_id)
         assert item is not None
         assert item["version"] == 1
+
+
+def test_a_redelivery_failing_at_sinch_announces_no_failure_for_a_stored_final_call(
+    any_harness: Harness,
+) -> None:
+    # Given a message whose call was stored FINAL and announced (e.g. by a slow first delivery)
+    event = sqs_event(FINAL_ID)
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    assert event_ids(any_harness.events()) == {f"{FINAL_ID}:v1": 1}
+    # When the same message is delivered again and Sinch now fails it for good
+    any_harness.sinch.on_call(FINAL_ID, Reply.error(404))
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    # Then no failure is announced for the FINAL call, and nothing is published again
+    assert any_harness.events() == []
+    item = any_harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert (item["status"], item["version"], item["publishedVersion"]) == ("FINAL", 1, 1)
+
+
+def test_killed_before_put_events_then_sinch_fails_publishes_the_stored_version(
+    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the invocation died as it published: the FINAL record is stored, unannounced
+    kill_once(monkeypatch, aws.client("events"), "put_events")
+    event = sqs_event(FINAL_ID)
+    with pytest.raises(Killed):
+        any_harness.invoke_event(event)
+    # When SQS redelivers the record and Sinch now answers with a body that is no record
+    any_harness.sinch.on_call(FINAL_ID, Reply.json({"callId": FINAL_ID, "status": 42}))
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    # Then the stored version is announced (not a failure), exactly once, and marked
+    events = any_harness.events()
+    assert [(e["detail-type"], e["detail"]["eventId"]) for e in events] == [
+        ("Call Enriched", f"{FINAL_ID}:v1")
+    ]
+    item = any_harness.stack.item(FINAL_ID)
+    assert item is not None
+    assert (item["version"], item["publishedVersion"]) == (1, 1)

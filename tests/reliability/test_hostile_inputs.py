@@ -33,7 +33,6 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from tests.support.fake_sinch import GET_CALL_PATH, FakeSinch, Reply
 from tests.support.queue_harness import FINAL_ID, SAMPLES, Harness
@@ -182,18 +181,6 @@ def test_a_batch_made_only_of_hostile_bodies_is_all_permanent(harness: Harness) 
     assert harness.sinch.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "BUG (reported to the lead): a context nested ~255+ levels deep (2 KB, under the 8 KiB "
-        "limit) passes parse_message_body, then pydantic's model_dump of the event detail raises "
-        "'Maximum serialization depth exceeded' in EnrichmentService._decide: the exception "
-        "escapes the handler and fails the WHOLE batch (its good neighbours too) on every "
-        "delivery until the DLQ. Fix: bound the context's nesting in messages.py (permanent "
-        "malformed-message), and keep per-record event building from escaping the batch."
-    ),
-)
 def test_deeply_nested_context_fails_alone(harness: Harness) -> None:
     # Given a valid call ID whose producer context is deeply nested (small in bytes)
     depth = 300
@@ -208,18 +195,6 @@ def test_deeply_nested_context_fails_alone(harness: Harness) -> None:
     assert kinds == [("Call Enriched", None), ("Call Enrichment Failed", MALFORMED)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BatchProcessingError,
-    reason=(
-        "BUG (reported to the lead): a record of ~256-400 KB (a huge `custom` from Sinch) is "
-        "stored (under DynamoDB's 400 KB) but its Call Enriched event is over EventBridge's "
-        "256 KB: the publisher fails it with a PermanentError, and EnrichmentService._publish "
-        "turns every publish error into RETRY, so the message is redelivered maxReceiveCount "
-        "times (Sinch asked each time) and ends in the DLQ, where a redrive cannot help. The "
-        "pipeline's own policy says a permanent error publishes `Call Enrichment Failed`."
-    ),
-)
 def test_a_record_too_large_for_an_event_fails_for_good(harness: Harness) -> None:
     # Given Sinch answers with a record whose `custom` is 300 KB
     huge = "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"
@@ -227,9 +202,69 @@ def test_a_record_too_large_for_an_event_fails_for_good(harness: Harness) -> Non
     harness.sinch.on_call(huge, Reply.json(record))
     # When the message is handled
     response = harness.invoke(huge)
-    # Then it is a permanent failure, announced, and not retried
+    # Then it is a permanent failure, announced with its reason, and not retried
     assert response == {"batchItemFailures": []}
-    assert [e["detail-type"] for e in harness.events()] == ["Call Enrichment Failed"]
+    events = harness.events()  # schema-checked
+    assert [e["detail-type"] for e in events] == ["Call Enrichment Failed"]
+    detail = events[0]["detail"]
+    assert (detail["callId"], detail["reason"], detail["errorClass"]) == (
+        huge,
+        "event-too-large",
+        "permanent",
+    )
+    assert "version 1 of the call is stored" in detail["message"]
+    # And Sinch was asked once: the failure was not retried
+    assert harness.sinch_requests(huge) == 1
+
+
+def test_a_record_too_large_for_an_event_fails_alone(harness: Harness) -> None:
+    # Given a huge record next to a good one, in one batch
+    huge = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
+    record = {**SAMPLES["answered-us-to-gb"], "callId": huge, "custom": "x" * 300_000}
+    harness.sinch.on_call(huge, Reply.json(record))
+    # When the batch is handled
+    response = harness.invoke(huge, FINAL_ID)
+    # Then nothing is retried: the huge one failed for good, the good one was announced
+    assert response == {"batchItemFailures": []}
+    kinds = sorted(
+        (e["detail-type"], e["detail"]["callId"], e["detail"].get("reason"))
+        for e in harness.events()
+    )
+    assert kinds == [
+        ("Call Enriched", FINAL_ID, None),
+        ("Call Enrichment Failed", huge, "event-too-large"),
+    ]
+
+
+def test_an_unexpected_error_deciding_one_record_fails_only_that_record(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import call_enricher.pipeline as pipeline
+
+    # Given building the event of one call raises something no one expected (a bug)
+    other = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+    build = pipeline.call_enriched_event
+
+    def flaky(**kwargs: object) -> object:
+        if kwargs["stored"].call_id == FINAL_ID:  # type: ignore[attr-defined]
+            raise RuntimeError("boom")
+        return build(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "call_enriched_event", flaky)
+    # When it is handled next to a good message
+    response = harness.invoke(FINAL_ID, other)
+    # Then only that record is reported for retry (SQS redelivers it; nothing is dropped)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+    # And its neighbour went through
+    assert [(e["detail-type"], e["detail"]["callId"]) for e in harness.events()] == [
+        ("Call Enriched", other)
+    ]
+    # And once the bug is gone, the redelivery publishes the stored version (nothing lost)
+    monkeypatch.setattr(pipeline, "call_enriched_event", build)
+    assert harness.invoke(FINAL_ID) == {"batchItemFailures": []}
+    assert [(e["detail-type"], e["detail"]["callId"]) for e in harness.events()] == [
+        ("Call Enriched", FINAL_ID)
+    ]
 
 
 # --- Sinch callbacks (functions/sinch_callbacks, API Gateway v2 events) ---------------------

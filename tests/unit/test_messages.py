@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from call_enricher.errors import InvalidCallIdError, MalformedMessageError
-from call_enricher.messages import EnrichmentRequest, parse_message_body
+from call_enricher.messages import (
+    MAX_CONTEXT_DEPTH,
+    EnrichmentRequest,
+    check_context,
+    context_depth,
+    parse_message_body,
+)
 
 CALL_ID = "4398599d1ba84ef3bde0a82dfb61abed"
 
@@ -83,3 +89,42 @@ def test_unknown_region_is_malformed():
     with pytest.raises(MalformedMessageError) as caught:
         parse_message_body(json.dumps({"callId": CALL_ID, "region": "mars1"}))
     assert caught.value.details[0]["field"] == "region"
+
+
+def _nested_context(depth: int) -> dict:
+    context: dict = {"leaf": 1}
+    for _ in range(depth - 1):
+        context = {"a": context}
+    return context
+
+
+def test_context_nested_up_to_the_limit_is_accepted():
+    # Given a context nested exactly MAX_CONTEXT_DEPTH levels
+    context = _nested_context(MAX_CONTEXT_DEPTH)
+    assert context_depth(context) == MAX_CONTEXT_DEPTH
+    # When parsed / Then it is a request carrying the context unchanged
+    request = parse_message_body(json.dumps({"callId": CALL_ID, "context": context}))
+    assert request.context == context
+
+
+@pytest.mark.parametrize("depth", [MAX_CONTEXT_DEPTH + 1, 300, 5000])
+def test_context_nested_deeper_than_the_limit_is_malformed(depth):
+    # Given a context one level too deep, or hundreds of levels (a few KB: under the size limit)
+    body = '{"callId": "' + CALL_ID + '", "context": ' + '{"a":' * depth + "1" + "}" * depth + "}"
+    # When parsed
+    with pytest.raises(MalformedMessageError) as caught:
+        parse_message_body(body)
+    # Then it is a permanent malformed message that names the field and the problem
+    assert not caught.value.retryable
+    assert caught.value.details == [{"field": "context", "problem": "too deep"}]
+    assert f"more than {MAX_CONTEXT_DEPTH}" in caught.value.message
+
+
+def test_deep_arrays_inside_the_context_count_too():
+    context = {"x": [[[[1]]]]}
+    assert context_depth(context) == 5
+    assert context_depth({}) == 1
+    assert context_depth("scalar") == 0
+    too_deep = {"x": json.loads("[" * MAX_CONTEXT_DEPTH + "]" * MAX_CONTEXT_DEPTH)}
+    with pytest.raises(MalformedMessageError):
+        check_context(too_deep)

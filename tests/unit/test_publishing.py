@@ -22,6 +22,8 @@ from call_enricher.publishing import (
     DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
     MAX_ENTRY_BYTES,
     EventPublisher,
+    EventRejectedError,
+    EventTooLargeError,
     OutgoingEvent,
     compact_json,
     entry_size,
@@ -160,8 +162,10 @@ def test_oversize_entry_fails_alone_before_sending(publisher):
     assert results["msg-1"] is None
     assert results["msg-3"] is None
     error = results["msg-2"]
-    assert isinstance(error, PermanentError)
+    assert isinstance(error, EventTooLargeError)  # a PermanentError: no retry can help
+    assert isinstance(error, EventRejectedError)
     assert error.error_class is ErrorClass.PERMANENT
+    assert error.reason == "event-too-large"
     assert "entry limit" in error.message
     sent = [json.loads(e["Detail"])["n"] for _, kw in publisher.client.calls for e in kw["Entries"]]
     assert sent == [1, 3]
@@ -186,7 +190,7 @@ def test_detail_that_is_not_json_fails_its_key_only(publisher):
     )
     # When published / Then only the bad key fails, permanently
     results = publisher.publish([bad, event(1)])
-    assert isinstance(results["bad"], PermanentError)
+    assert isinstance(results["bad"], EventRejectedError)
     assert results["msg-1"] is None
 
 
@@ -215,7 +219,8 @@ def test_only_failed_entries_are_resent_and_only_their_keys_fail(event_bus):
     assert client.sent == [list(range(10)), [2, 5]]
     assert len(sleeps.sleeps) == 1
     # And only the two rejected keys failed: malformed permanently, denied transiently
-    assert isinstance(results["msg-7"], PermanentError)
+    assert isinstance(results["msg-7"], EventRejectedError)
+    assert results["msg-7"].reason == "event-rejected"
     assert "MalformedDetail" in results["msg-7"].message
     assert isinstance(results["msg-8"], AwsUnavailableError)
     assert all(results[f"msg-{n}"] is None for n in (0, 1, 2, 3, 4, 5, 6, 9))
@@ -338,6 +343,8 @@ def test_permanent_whole_call_error_is_not_retried():
         results = publisher.publish([event(1)])
         stubber.assert_no_pending_responses()
     assert isinstance(results["msg-1"], PermanentError)
+    # And not as a rejection of that entry: the request as a whole was refused
+    assert not isinstance(results["msg-1"], EventRejectedError)
     assert sleeps.sleeps == []
 
 

@@ -370,6 +370,18 @@ class _Unprocessing:
         return response
 
 
+def test_get_many_reads_consistently_when_asked(store, spy):
+    # Given a stored call
+    seed_items(store, ["call-001"])
+    store._client = spy(store.client)
+    # When it is read by default, then consistently
+    assert set(store.get_many(["call-001"])) == {"call-001"}
+    assert set(store.get_many(["call-001"], consistent=True)) == {"call-001"}
+    # Then only the second BatchGetItem asked for a strongly consistent read
+    requests = [kw["RequestItems"]["test-calls"] for _, kw in store._client.calls]
+    assert [request.get("ConsistentRead", False) for request in requests] == [False, True]
+
+
 def test_get_many_retries_unprocessed_keys_with_backoff(calls_table):
     # Given 10 stored calls and a table that leaves 4 keys unprocessed twice
     ids = [f"call-{i}" for i in range(10)]

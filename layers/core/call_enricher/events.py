@@ -13,8 +13,10 @@ Two detail types, both with source ``EVENT_SOURCE`` (default ``call-enricher``):
 ``Call Enrichment Failed`` (:class:`CallEnrichmentFailedDetail`)
     A call (or a message) that cannot be enriched: the ``reason`` code of
     :mod:`call_enricher.errors` (``call-not-found``, ``invalid-record``, ``invalid-call-id``,
-    ``malformed-message``, ...) or ``not-final-in-time`` (still ONGOING past the re-check
-    horizon), with Sinch's error code and reference when Sinch answered. ``eventId`` is
+    ``malformed-message``, ...), ``not-final-in-time`` (still ONGOING past the re-check
+    horizon) or ``event-too-large`` / ``event-rejected`` (the record is stored, but its
+    ``Call Enriched`` event can never be accepted by EventBridge), with Sinch's error code and
+    reference when Sinch answered. ``eventId`` is
     derived from the call ID (or ``unknown``), the reason and the source message ID, so a
     redelivered message yields the same ID.
 
@@ -225,8 +227,10 @@ class CallEnrichmentFailedDetail(_Detail):
             description=(
                 "Stable kebab-case reason code: `call-not-found`, `invalid-record`,"
                 " `invalid-call-id`, `malformed-message`, `sinch-rejected`, `sinch-auth`,"
-                " `configuration-error`, `permanent-error`, `not-final-in-time`, ... Open set:"
-                " consumers must accept codes they do not know."
+                " `configuration-error`, `permanent-error`, `not-final-in-time`,"
+                " `event-too-large` (the record is stored but its `Call Enriched` event is over"
+                " EventBridge's 256 KB), `event-rejected`, ... Open set: consumers must accept"
+                " codes they do not know."
             ),
             examples=["call-not-found", "not-final-in-time"],
         ),

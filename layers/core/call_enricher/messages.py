@@ -3,7 +3,8 @@
 An SQS message body is either
 
 * a JSON object ``{"callId": "...", "region": "euc1"?, "context": {...}?}``; ``context`` is
-  the producer's free-form correlation data, copied into the events; or
+  the producer's free-form correlation data (at most 8 KiB of JSON, nested at most 32
+  levels), copied into the events; or
 * a bare call ID as plain text (``4398599d1ba84ef3bde0a82dfb61abed``) for simple producers.
 
 The service itself adds ``recheck`` (a counter) and ``firstSeenAt`` when it re-sends an
@@ -35,6 +36,11 @@ from call_enricher.sinch.regions import REGION_BASE_URLS
 
 MESSAGE_SCHEMA_VERSION = "1"
 MAX_CONTEXT_BYTES = 8 * 1024
+MAX_CONTEXT_DEPTH = 32
+"""Deepest nesting of objects and arrays accepted in ``context`` (the object itself is level 1).
+
+Correlation data is flat in practice; a deeply nested one, even small in bytes, cannot be
+copied into an event (serializers bound their depth), so it is refused at the door."""
 _SNIPPET = 40
 
 EntryPath = Literal["queue", "api", "callback", "recheck"]
@@ -52,7 +58,11 @@ class EnrichmentRequest(BaseModel):
     ] = None
     context: Annotated[
         dict[str, Any] | None,
-        Field(description="Producer's correlation data, copied into the events (<= 8 KiB)."),
+        Field(
+            description=(
+                "Producer's correlation data, copied into the events (<= 8 KiB, <= 32 levels)."
+            )
+        ),
     ] = None
     entry_path: Annotated[EntryPath, Field(alias="entryPath")] = "queue"
     recheck: Annotated[int, Field(ge=0, le=1000, description="ONGOING re-checks so far.")] = 0
@@ -86,6 +96,48 @@ def _snippet(text: str) -> str:
     return json.dumps(text[:_SNIPPET]) + ("..." if len(text) > _SNIPPET else "")
 
 
+def context_depth(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays (a scalar is 0, ``{}`` is 1).
+
+    Iterative, so a hostile depth cannot exhaust the interpreter's stack.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def check_context(context: Any) -> None:
+    """Refuse a ``context`` over :data:`MAX_CONTEXT_DEPTH` levels or :data:`MAX_CONTEXT_BYTES`.
+
+    Raises :class:`MalformedMessageError` (permanent). ``None`` passes; the type itself is
+    checked by :class:`EnrichmentRequest`. The depth is checked first: it bounds the work of
+    measuring the size.
+    """
+    if context is None:
+        return
+    depth = context_depth(context)
+    if depth > MAX_CONTEXT_DEPTH:
+        raise MalformedMessageError(
+            f"context is nested {depth} levels deep, more than {MAX_CONTEXT_DEPTH}",
+            details=[{"field": "context", "problem": "too deep"}],
+        )
+    if len(json.dumps(context, default=str)) > MAX_CONTEXT_BYTES:
+        raise MalformedMessageError(
+            f"context is larger than {MAX_CONTEXT_BYTES} bytes",
+            details=[{"field": "context", "problem": "too large"}],
+        )
+
+
 def parse_message_body(body: str | None) -> EnrichmentRequest:
     """Parse an SQS message body (JSON object or bare call ID) into a request.
 
@@ -111,12 +163,7 @@ def parse_message_body(body: str | None) -> EnrichmentRequest:
     if "callId" not in data:
         raise MalformedMessageError("message has no callId", details=[{"field": "callId"}])
     validate_call_id(data["callId"])
-    context = data.get("context")
-    if context is not None and len(json.dumps(context, default=str)) > MAX_CONTEXT_BYTES:
-        raise MalformedMessageError(
-            f"context is larger than {MAX_CONTEXT_BYTES} bytes",
-            details=[{"field": "context", "problem": "too large"}],
-        )
+    check_context(data.get("context"))
     try:
         return EnrichmentRequest.model_validate(data)
     except ValidationError as exc:
@@ -129,9 +176,13 @@ def parse_message_body(body: str | None) -> EnrichmentRequest:
 
 
 __all__ = [
+    "MAX_CONTEXT_BYTES",
+    "MAX_CONTEXT_DEPTH",
     "MESSAGE_SCHEMA_VERSION",
     "EnrichmentRequest",
     "InvalidCallIdError",
     "MalformedMessageError",
+    "check_context",
+    "context_depth",
     "parse_message_body",
 ]

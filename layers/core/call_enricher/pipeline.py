@@ -21,6 +21,18 @@ Outcomes by error class: permanent input/record errors and ``not found`` publish
 ``Call Enrichment Failed`` event and the message is done (deleted). Transient errors,
 and errors an operator must fix (Sinch 401/403, missing configuration), are retried, then
 land in the DLQ from which they can be redriven once fixed: nothing accepted is dropped.
+
+Three more rules keep one record's trouble its own:
+
+* an unexpected exception while processing or deciding one record (a bug, data no event can
+  carry) fails that record only: it is retried (then the DLQ, redrivable once fixed), never
+  the whole batch, and never dropped as if it were the record's fault;
+* a ``Call Enriched`` event EventBridge can never accept (over 256 KB, rejected as
+  malformed) becomes a ``Call Enrichment Failed`` event (``event-too-large`` /
+  ``event-rejected``) and the message is done: retrying could only fail the same way;
+* before a failure is announced for a call, its stored state is read (consistently): a call
+  stored FINAL meanwhile (another delivery of the same message, an earlier message) gets no
+  failure event; its stored version is published if it was not yet.
 """
 
 from __future__ import annotations
@@ -37,9 +49,14 @@ from typing import TYPE_CHECKING, Any
 
 from call_enricher import errors
 from call_enricher.enrichment import EnrichedCall, enrich
-from call_enricher.events import call_enriched_event, call_enrichment_failed_event
+from call_enricher.events import (
+    REASON_NOT_FINAL_IN_TIME,
+    call_enriched_event,
+    call_enrichment_failed_event,
+)
 from call_enricher.messages import EnrichmentRequest
 from call_enricher.model import parse_call_record
+from call_enricher.publishing import EventRejectedError
 from call_enricher.settings import SQS_MAX_DELAY_SECONDS, Settings
 from call_enricher.sinch.regions import resolve_base_url
 
@@ -200,6 +217,7 @@ class EnrichmentService:
         self._load_stored(works)
         self._run_concurrently(works, remaining_ms, report)
         enriched_events, recheck = self._decide(works, report, failed_events)
+        self._check_failures_against_store(enriched_events, failed_events, works, report)
         self._publish(enriched_events, failed_events, works, report)
         self._schedule_rechecks(recheck, report)
         return report
@@ -217,11 +235,8 @@ class EnrichmentService:
         for item in items:
             if item.request is None:
                 error = item.error or errors.MalformedMessageError("message could not be parsed")
-                report.results[item.key] = ItemResult(
-                    item.key, None, Outcome.FAILED, Disposition.DONE, error=error
-                )
-                failed_events.append(
-                    call_enrichment_failed_event(
+                try:
+                    event = call_enrichment_failed_event(
                         key=f"msg:{item.key}",
                         call_id=None,
                         raw_call_id=item.raw_call_id,
@@ -230,7 +245,22 @@ class EnrichmentService:
                         context=None,
                         source_id=item.key,
                     )
+                except Exception:  # noqa: BLE001 (a bug must fail its record, not the batch)
+                    self._log("exception", "unexpected error building the failure event")
+                    report.results[item.key] = ItemResult(
+                        item.key,
+                        None,
+                        Outcome.RETRY,
+                        Disposition.RETRY,
+                        error=errors.TransientError("unexpected error building the failure event"),
+                    )
+                    report.counters[Outcome.RETRY.value] += 1
+                    continue
+                report.results[item.key] = ItemResult(
+                    item.key, None, Outcome.FAILED, Disposition.DONE, error=error
                 )
+                report.counters[Outcome.FAILED.value] += 1
+                failed_events.append(event)
                 continue
             group = (item.request.call_id, item.request.region)
             if group in works:
@@ -304,44 +334,79 @@ class EnrichmentService:
         report: BatchReport,
         failed_events: list[OutgoingEvent],
     ) -> tuple[list[OutgoingEvent], list[_CallWork]]:
+        """Each work's outcome and events. One record's unexpected failure (a bug, data no
+        event can carry) is that record's retry, never the batch's failure."""
         enriched_events: list[OutgoingEvent] = []
         recheck: list[_CallWork] = []
         for work in works.values():
-            call_id = work.request.call_id
-            if not work.started:
-                self._result(work, report, Outcome.NOT_STARTED, Disposition.RETRY)
-            elif work.served_from_store:
-                self._result(work, report, Outcome.SERVED_FROM_STORE, Disposition.DONE)
-            elif work.error is not None:
-                self._decide_error(work, work.error, report, failed_events)
-            elif work.save is not None and work.enriched is not None:
-                save = work.save
-                stored = save.stored
-                outcome = Outcome.ENRICHED if save.needs_publish else Outcome.UNCHANGED
-                if save.needs_publish:
-                    enriched_events.append(
-                        call_enriched_event(
-                            key=_event_key(call_id),
-                            stored=stored,
-                            previous_status=save.previous_status,
-                            context=work.request.context,
-                            entry_path=work.request.entry_path,
-                        )
-                    )
-                if stored.status != "FINAL" and work.enriched.status != "FINAL":
-                    if self._too_old(work.request):
-                        error = errors.CallNotFinalError(
-                            "the call was still ONGOING after "
-                            f"{self.settings.recheck_max_age_seconds} s"
-                        )
-                        work.error = error
-                        failed_events.append(self._failed_event(work, error, "not-final-in-time"))
-                        self._result(work, report, Outcome.FAILED, Disposition.DONE)
-                        continue
+            own_enriched: list[OutgoingEvent] = []
+            own_failed: list[OutgoingEvent] = []
+            try:
+                if self._decide_one(work, report, own_enriched, own_failed):
                     recheck.append(work)
-                    outcome = Outcome.RECHECK_SCHEDULED
-                self._result(work, report, outcome, Disposition.DONE)
+            except errors.CallEnricherError as exc:
+                # e.g. a stored record that no longer matches the model: classified as usual
+                work.error = exc
+                own_enriched = []
+                own_failed = []
+                try:
+                    self._decide_error(work, exc, report, own_failed)
+                except Exception:  # noqa: BLE001 (not even the failure event can be built)
+                    own_failed = []
+                    self._unexpected(work, report, "building the failure event")
+            except Exception:  # noqa: BLE001 (a bug must fail its record, not the batch)
+                own_enriched, own_failed = [], []
+                self._unexpected(work, report, "deciding the outcome")
+            enriched_events.extend(own_enriched)
+            failed_events.extend(own_failed)
         return enriched_events, recheck
+
+    def _decide_one(
+        self,
+        work: _CallWork,
+        report: BatchReport,
+        enriched_events: list[OutgoingEvent],
+        failed_events: list[OutgoingEvent],
+    ) -> bool:
+        """Decide one work's outcome (its events appended); True when a re-check is due."""
+        if not work.started:
+            self._result(work, report, Outcome.NOT_STARTED, Disposition.RETRY)
+            return False
+        if work.served_from_store:
+            self._result(work, report, Outcome.SERVED_FROM_STORE, Disposition.DONE)
+            return False
+        if work.error is not None:
+            self._decide_error(work, work.error, report, failed_events)
+            return False
+        if work.save is None or work.enriched is None:
+            raise RuntimeError("a started record has neither a result nor an error")
+        save = work.save
+        stored = save.stored
+        outcome = Outcome.ENRICHED if save.needs_publish else Outcome.UNCHANGED
+        if save.needs_publish:
+            enriched_events.append(
+                call_enriched_event(
+                    key=_enriched_key(work),
+                    stored=stored,
+                    previous_status=save.previous_status,
+                    context=work.request.context,
+                    entry_path=work.request.entry_path,
+                )
+            )
+        due = False
+        if stored.status != "FINAL" and work.enriched.status != "FINAL":
+            if self._too_old(work.request):
+                error = errors.CallNotFinalError(
+                    f"the call was still ONGOING after {self.settings.recheck_max_age_seconds} s"
+                )
+                failed_events.append(self._failed_event(work, error, REASON_NOT_FINAL_IN_TIME))
+                work.error = error
+                self._result(work, report, Outcome.FAILED, Disposition.DONE)
+                return False
+            due = True
+            outcome = Outcome.RECHECK_SCHEDULED
+        self._result(work, report, outcome, Disposition.DONE)
+        return due
 
     def _decide_error(
         self,
@@ -357,6 +422,81 @@ class EnrichmentService:
         else:
             self._result(work, report, Outcome.RETRY, Disposition.RETRY)
 
+    def _unexpected(self, work: _CallWork, report: BatchReport, doing: str) -> None:
+        """An unexpected exception for one record: logged, and that record is retried (then
+        the DLQ, from which it can be redriven once the bug is fixed: nothing is dropped)."""
+        self._log("exception", f"unexpected error {doing}", call_id=work.request.call_id)
+        work.error = errors.TransientError(f"unexpected error {doing}")
+        self._result(work, report, Outcome.RETRY, Disposition.RETRY)
+
+    def _check_failures_against_store(
+        self,
+        enriched_events: list[OutgoingEvent],
+        failed_events: list[OutgoingEvent],
+        works: dict[tuple[str, str | None], _CallWork],
+        report: BatchReport,
+    ) -> None:
+        """Announce no failure for a call whose FINAL record is stored already.
+
+        Another delivery of the same message (redelivered while a slow invocation still held
+        it) or an earlier message may have stored the call FINAL since this batch began; Sinch
+        failing this time does not undo that. Read consistently just before publishing:
+
+        * stored FINAL and published: the failure event is dropped, the message is done
+          (served from the store);
+        * stored FINAL, its event not published yet (the other delivery is between its write
+          and its publish, or crashed there): the stored version's ``Call Enriched`` event is
+          published instead, as a redelivery does (deterministic event ID);
+        * otherwise the failure event goes out.
+
+        The read is a guard against a race, not a dependency: if it fails, the failure events
+        go out as decided.
+        """
+        failing_keys = {event.key for event in failed_events}
+        failing = {
+            key: work for work in works.values() if (key := _failed_key(work)) in failing_keys
+        }
+        if not failing:
+            return
+        try:
+            stored = self.store.get_many(
+                {work.request.call_id for work in failing.values()}, consistent=True
+            )
+        except errors.CallEnricherError as exc:
+            self._log("warning", "could not check stored calls before failing", error=exc.message)
+            return
+        moot: set[str] = set()
+        for key, work in failing.items():
+            summary = stored.get(work.request.call_id)
+            if summary is None or summary.status != "FINAL":
+                continue
+            try:
+                if summary.needs_publish:
+                    full = self.store.get(work.request.call_id, consistent=True)
+                    if full is None or full.status != "FINAL" or not full.needs_publish:
+                        continue  # changed meanwhile: keep the failure as decided
+                    enriched_events.append(
+                        call_enriched_event(
+                            key=_enriched_key(work),
+                            stored=full,
+                            previous_status=full.previous_status,
+                            context=work.request.context,
+                            entry_path=work.request.entry_path,
+                        )
+                    )
+                    outcome = Outcome.ENRICHED
+                else:
+                    outcome = Outcome.SERVED_FROM_STORE
+            except Exception:  # noqa: BLE001 (keep the failure as decided)
+                self._log("warning", "could not use the stored call", call_id=work.request.call_id)
+                continue
+            moot.add(key)
+            work.error = None
+            self._override(work, report, outcome, Disposition.DONE, None, version=summary.version)
+        if moot:
+            report.counters["failures_superseded_by_store"] += len(moot)
+            failed_events[:] = [event for event in failed_events if event.key not in moot]
+
     def _publish(
         self,
         enriched_events: list[OutgoingEvent],
@@ -364,62 +504,118 @@ class EnrichmentService:
         works: dict[tuple[str, str | None], _CallWork],
         report: BatchReport,
     ) -> None:
-        """Publish the batch's events; a message whose event failed is retried."""
+        """Publish the batch's events; a message whose event failed is retried, except when
+        EventBridge can never accept its ``Call Enriched`` event (over 256 KB): that call
+        fails for good instead (see :meth:`_announce_rejected`)."""
         events = enriched_events + failed_events
         if not events:
             return
-        errors_by_key = self.publisher.publish(events)
-        owners = {_event_key(work.request.call_id): work for work in works.values()}
+        owners: dict[str, _CallWork] = {}
+        for work in works.values():
+            owners[_enriched_key(work)] = owners[_failed_key(work)] = work
+        errors_by_key = dict(self.publisher.publish(events))
+        rejected = self._announce_rejected(enriched_events, failed_events, errors_by_key, owners)
         for key, error in errors_by_key.items():
-            work = owners.get(key)
-            message_keys = work.keys if work is not None else [key.removeprefix("msg:")]
-            if error is None:
+            if error is None or key in rejected:
                 continue
+            owner = owners.get(key)
             # Not published: the message is retried. The stored version stays marked as
             # unpublished, so the redelivery publishes it (no lost event).
-            for message_key in message_keys:
-                result = report.results[message_key]
+            if owner is not None:
+                self._override(owner, report, Outcome.RETRY, Disposition.RETRY, error)
+            else:
+                result = report.results[key.removeprefix("msg:")]
+                report.counters[result.outcome.value] -= 1
+                report.counters[Outcome.RETRY.value] += 1
                 result.outcome, result.disposition, result.error = (
                     Outcome.RETRY,
                     Disposition.RETRY,
                     error,
                 )
+        for key, failure in rejected.items():
+            work = owners[key]
+            if failure is not None and errors_by_key.get(_failed_key(work)) is None:
+                work.error = failure
+                self._override(work, report, Outcome.FAILED, Disposition.DONE, failure)
         report.counters["events_published"] += sum(
-            1 for event in events if errors_by_key.get(event.key) is None
+            1 for key, error in errors_by_key.items() if error is None and key not in rejected
         )
-        published = [
-            owners[event.key]
-            for event in enriched_events
-            if errors_by_key.get(event.key) is None and event.key in owners
-        ]
-        self._mark_published(published)
+        self._mark_published(
+            [event for event in enriched_events if errors_by_key.get(event.key) is None]
+        )
 
-    def _mark_published(self, works: Iterable[_CallWork]) -> None:
-        def mark(work: _CallWork) -> None:
-            if work.save is None:
-                return
+    def _announce_rejected(
+        self,
+        enriched_events: list[OutgoingEvent],
+        failed_events: list[OutgoingEvent],
+        errors_by_key: dict[str, errors.CallEnricherError | None],
+        owners: dict[str, _CallWork],
+    ) -> dict[str, errors.CallEnricherError | None]:
+        """``Call Enriched`` events EventBridge can never accept (too large, rejected as
+        malformed) become a ``Call Enrichment Failed`` event, published now: retrying the
+        message could only fail the same way, then fill the DLQ where a redrive cannot help.
+        The version stays stored (and unpublished: a later message tries again).
+
+        Updates ``errors_by_key`` with the outcome of the failure events; returns, per
+        rejected ``Call Enriched`` key, the error to report once its failure is announced
+        (``None`` when the call's failure was announced already, e.g. ``not-final-in-time``).
+        """
+        announced = {event.key for event in failed_events}
+        substitutes: list[OutgoingEvent] = []
+        rejected: dict[str, errors.CallEnricherError | None] = {}
+        for event in enriched_events:
+            error = errors_by_key.get(event.key)
+            work = owners.get(event.key)
+            if not isinstance(error, EventRejectedError) or work is None:
+                continue
+            if _failed_key(work) in announced:  # failing already (not-final-in-time)
+                rejected[event.key] = None
+                continue
+            version = event.detail.get("version")
+            failure = type(error)(
+                f"{error.message}; version {version} of the call is stored but cannot be announced"
+            )
             try:
-                self.store.mark_published(work.request.call_id, work.save.stored.version)
+                substitutes.append(self._failed_event(work, failure, failure.reason))
+            except Exception:  # noqa: BLE001 (then the message is retried, as before)
+                self._log("exception", "could not build the failure event")
+                continue
+            rejected[event.key] = failure
+        if substitutes:
+            errors_by_key.update(self.publisher.publish(substitutes))
+        return rejected
+
+    def _mark_published(self, events: Iterable[OutgoingEvent]) -> None:
+        """Advance the publish marker of each published ``Call Enriched`` version."""
+
+        def mark(call_id: str, version: int) -> None:
+            try:
+                self.store.mark_published(call_id, version)
             except errors.CallEnricherError as exc:
                 # The event is out; a later redelivery could publish it again with the same
                 # deterministic eventId, which consumers dedupe. Never fail the record for it.
                 self._log(
                     "warning",
                     "could not mark the event published",
-                    call_id=work.request.call_id,
+                    call_id=call_id,
                     error=exc.message,
                 )
 
+        versions = {(str(event.detail["callId"]), int(event.detail["version"])) for event in events}
         pool = self._get_pool()
-        for future in [pool.submit(mark, work) for work in works]:
+        for future in [pool.submit(mark, *version) for version in sorted(versions)]:
             future.result()
 
     def _schedule_rechecks(self, works: list[_CallWork], report: BatchReport) -> None:
         for work in works:
-            if any(report.results[key].disposition is Disposition.RETRY for key in work.keys):
-                continue  # its event was not published: the redelivery re-checks anyway
+            if any(
+                report.results[key].outcome is not Outcome.RECHECK_SCHEDULED for key in work.keys
+            ):
+                continue  # its event was not published (the redelivery re-checks), or it failed
             if self.queue is None:
-                raise errors.ConfigurationError("ENRICHMENT_QUEUE_URL is needed for re-checks")
+                error = errors.ConfigurationError("ENRICHMENT_QUEUE_URL is needed for re-checks")
+                self._override(work, report, Outcome.RETRY, Disposition.RETRY, error)
+                continue
             request = work.request.next_recheck(self._now())
             delay = min(
                 SQS_MAX_DELAY_SECONDS,
@@ -429,13 +625,7 @@ class EnrichmentService:
                 self.queue.send(request, delay_seconds=delay)
                 report.counters["rechecks"] += 1
             except errors.CallEnricherError as exc:
-                for key in work.keys:
-                    result = report.results[key]
-                    result.outcome, result.disposition, result.error = (
-                        Outcome.RETRY,
-                        Disposition.RETRY,
-                        exc,
-                    )
+                self._override(work, report, Outcome.RETRY, Disposition.RETRY, exc)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -456,11 +646,30 @@ class EnrichmentService:
             )
         report.counters[outcome.value] += len(work.keys)
 
+    def _override(
+        self,
+        work: _CallWork,
+        report: BatchReport,
+        outcome: Outcome,
+        disposition: Disposition,
+        error: errors.CallEnricherError | None,
+        *,
+        version: int | None = None,
+    ) -> None:
+        """Change the decided result of ``work``'s messages (the counters follow)."""
+        for key in work.keys:
+            result = report.results[key]
+            report.counters[result.outcome.value] -= 1
+            report.counters[outcome.value] += 1
+            result.outcome, result.disposition, result.error = outcome, disposition, error
+            if version is not None:
+                result.stored_version = version
+
     def _failed_event(
         self, work: _CallWork, error: errors.CallEnricherError, reason: str
     ) -> OutgoingEvent:
         return call_enrichment_failed_event(
-            key=_event_key(work.request.call_id),
+            key=_failed_key(work),
             call_id=work.request.call_id,
             raw_call_id=None,
             error=error,
@@ -504,8 +713,14 @@ def describe(results: Iterable[ItemResult]) -> dict[str, Any]:
     return dict(sorted(counts.items()))
 
 
-def _event_key(call_id: str) -> str:
-    return f"call:{call_id}"
+def _enriched_key(work: _CallWork) -> str:
+    """The publisher's correlation key of a work's ``Call Enriched`` event."""
+    return f"call:{work.request.call_id}:{work.request.region or ''}"
+
+
+def _failed_key(work: _CallWork) -> str:
+    """The publisher's correlation key of a work's ``Call Enrichment Failed`` event."""
+    return f"failed:{work.request.call_id}:{work.request.region or ''}"
 
 
 def work_item_from_message(key: str, body: str | None) -> WorkItem:

@@ -8,8 +8,8 @@ neighbour's problem:
 1. Each entry's size is computed by EventBridge's documented rule (UTF-8 bytes of
    ``Source`` + ``DetailType`` + ``Detail`` + each ``Resources`` item, + 14 bytes for
    ``Time`` when set; we never set it) and checked against :data:`MAX_ENTRY_BYTES` **before**
-   sending: an oversize event fails its key with a :class:`PermanentError` (it can never be
-   accepted), the others go on. ``Detail`` is compact JSON (``separators=(",", ":")``).
+   sending: an oversize event fails its key with an :class:`EventTooLargeError` (it can never
+   be accepted), the others go on. ``Detail`` is compact JSON (``separators=(",", ":")``).
 2. Entries go out in requests of at most :data:`MAX_ENTRIES_PER_REQUEST` (10) entries whose
    sizes add up to at most :data:`MAX_REQUEST_BYTES`.
 3. ``FailedEntryCount`` is always checked. Entries that failed with a retryable code
@@ -18,7 +18,7 @@ neighbour's problem:
    backoff, up to ``max_attempts`` sends in all. What still fails fails its own key with
    :class:`AwsUnavailableError` (transient: the message is retried).
 4. Entries rejected for good: ``MalformedDetail``, ``InvalidArgument``, ``RedactionFailure``
-   -> :class:`PermanentError`; authorisation failures (``AccessDeniedException``,
+   -> :class:`EventRejectedError`; authorisation failures (``AccessDeniedException``,
    ``NotAuthorizedFor*``) and unknown codes -> :class:`AwsUnavailableError` without resending
    (a deployment fault: the message reaches the DLQ and can be redriven once fixed).
 5. A failure of the whole call (throttling, 5xx, connect/read timeout) that persists through
@@ -29,7 +29,9 @@ neighbour's problem:
 
 Results are per key: a key with several events fails if any of them fails. Nothing here
 raises for an AWS failure; the caller decides what a failed key means (an SQS batch item
-failure, an HTTP 502, ...).
+failure, an HTTP 502, ...). :class:`EventRejectedError` (a :class:`PermanentError`) says that
+this one entry can never be accepted, whatever the retries; a whole request refused as invalid
+is a plain :class:`PermanentError` (it may be a neighbour's fault, or a deployment's).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ __all__ = [
     "PERMANENT_ENTRY_ERROR_CODES",
     "RETRYABLE_ENTRY_ERROR_CODES",
     "EventPublisher",
+    "EventRejectedError",
+    "EventTooLargeError",
     "OutgoingEvent",
     "compact_json",
     "entry_size",
@@ -85,6 +89,19 @@ RETRYABLE_ENTRY_ERROR_CODES = frozenset(
 
 PERMANENT_ENTRY_ERROR_CODES = frozenset({"MalformedDetail", "InvalidArgument", "RedactionFailure"})
 """Per-entry ``ErrorCode`` values that say the entry itself can never be accepted."""
+
+
+class EventRejectedError(PermanentError):
+    """EventBridge can never accept this entry (rejected as malformed, not JSON): permanent."""
+
+    reason = "event-rejected"
+
+
+class EventTooLargeError(EventRejectedError):
+    """The entry is over EventBridge's :data:`MAX_ENTRY_BYTES`: permanent."""
+
+    reason = "event-too-large"
+
 
 _BACKOFF_BASE_SECONDS = 0.1
 _BACKOFF_CAP_SECONDS = 2.0
@@ -198,10 +215,10 @@ class EventPublisher:
         try:
             detail = compact_json(event.detail)
         except (TypeError, ValueError) as exc:
-            return PermanentError(f"{event.detail_type} event detail is not JSON: {exc}")
+            return EventRejectedError(f"{event.detail_type} event detail is not JSON: {exc}")
         size = entry_size(self.source, event.detail_type, detail, event.resources)
         if size > MAX_ENTRY_BYTES:
-            return PermanentError(
+            return EventTooLargeError(
                 f"{event.detail_type} event is {size} bytes, over EventBridge's "
                 f"{MAX_ENTRY_BYTES}-byte entry limit"
             )
@@ -269,7 +286,7 @@ class EventPublisher:
                 last_error[id(entry)] = AwsUnavailableError(text)
                 retry.append(entry)
             elif code in PERMANENT_ENTRY_ERROR_CODES:
-                fail(entry.key, PermanentError(text))
+                fail(entry.key, EventRejectedError(text))
             else:
                 fail(entry.key, AwsUnavailableError(text))
         return retry

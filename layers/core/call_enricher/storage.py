@@ -338,12 +338,15 @@ class CallStore:
         item = response.get("Item")
         return _parse_item(item) if item else None
 
-    def get_many(self, call_ids: Iterable[str]) -> dict[str, StoredCall]:
+    def get_many(
+        self, call_ids: Iterable[str], *, consistent: bool = False
+    ) -> dict[str, StoredCall]:
         """The stored calls among ``call_ids`` (absent ones are left out), without records.
 
-        ``BatchGetItem`` in pages of 100 keys, projecting everything but the record; keys
-        DynamoDB leaves unprocessed (throttling, 16 MB pages) are asked again with full-jitter
-        backoff, up to ``batch_get_attempts``, then :class:`AwsUnavailableError`.
+        ``BatchGetItem`` in pages of 100 keys, projecting everything but the record (strongly
+        consistent when ``consistent``); keys DynamoDB leaves unprocessed (throttling, 16 MB
+        pages) are asked again with full-jitter backoff, up to ``batch_get_attempts``, then
+        :class:`AwsUnavailableError`.
         """
         unique = list(dict.fromkeys(call_ids))
         found: dict[str, StoredCall] = {}
@@ -351,15 +354,18 @@ class CallStore:
             keys = [
                 {"callId": {"S": call_id}} for call_id in unique[start : start + BATCH_GET_LIMIT]
             ]
-            self._batch_get(keys, found)
+            self._batch_get(keys, found, consistent=consistent)
         return found
 
-    def _batch_get(self, keys: list[dict[str, Any]], found: dict[str, StoredCall]) -> None:
+    def _batch_get(
+        self, keys: list[dict[str, Any]], found: dict[str, StoredCall], *, consistent: bool
+    ) -> None:
         request: dict[str, Any] = {
             self.table_name: {
                 "Keys": keys,
                 "ProjectionExpression": _SUMMARY_ATTRIBUTES,
                 "ExpressionAttributeNames": _names_used(_SUMMARY_ATTRIBUTES),
+                **({"ConsistentRead": True} if consistent else {}),
             }
         }
         for attempt in range(self._batch_get_attempts):
