@@ -13,7 +13,9 @@ Also: the import-only split; where the queue handler's import time goes, per pac
 (Logger, Metrics, Tracer + X-Ray, validation, phonenumbers, ...: ``-X importtime`` self times,
 which add up whatever the import order, over every import of the process including those of
 the first invocation), with tracing off and on; whether tracing off keeps ``aws_xray_sdk``
-out of the process; and the cold start with no bytecode at all.
+out of the process; whether Powertools' parser models (pulled in by the batch utility when
+pydantic is imported before it) and, in the callback receiver, pydantic stay out; and the
+cold start with no bytecode at all.
 """
 
 from __future__ import annotations
@@ -383,6 +385,29 @@ def run(quick: bool = False) -> list[Figure]:
             "in sys.modules after the first invocation of: " + ", ".join(v.name for v in ours_off),
         )
     )
+    parsed = [v.name for v in ours_off if any(s.get("parser_loaded") for s in v.samples)]
+    figures.append(
+        figure(
+            "Powertools parser models loaded",
+            len(parsed),
+            "count",
+            "== 0",
+            ("by: " + ", ".join(parsed) + "; " if parsed else "")
+            + "aws_lambda_powertools.utilities.parser (~50 ms of pydantic models) after the "
+            "first invocation; batch imports it when pydantic is imported first",
+        )
+    )
+    callback = by_name.get("callback")
+    if callback is not None:
+        figures.append(
+            figure(
+                "pydantic loaded by the callback receiver",
+                int(any(s.get("pydantic_loaded") for s in callback.samples)),
+                "bool",
+                "== 0",
+                "in sys.modules after its first invocation (~80 ms import + first model)",
+            )
+        )
     off, on = splits.get("queue", {}), splits.get("queue+tracing", {})
     figures.extend(
         figure(
