@@ -58,7 +58,10 @@ AWS_VOCABULARY = frozenset(
     }
 )
 _CFN_NAME = re.compile(r"^[A-Z][a-z]+(?:[A-Z][a-z0-9]*)+$")  # two humps or more: CallsTable
-_ENV_READ = re.compile(r"""\b(?:environ|env)(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]+)["']""")
+_ENV_READ = re.compile(  # env.get("X"), os.environ["X"], os.getenv("X"), "X" in os.environ
+    r"""\b(?:(?:environ|env)(?:\.get\(|\[)|getenv\()\s*["']([A-Z][A-Z0-9_]+)["']"""
+    r"""|["']([A-Z][A-Z0-9_]+)["']\s+(?:not\s+)?in\s+(?:os\.)?(?:environ|env)\b"""
+)
 _EDGE = re.compile(r"-\.->|-->|==>")
 
 
@@ -157,7 +160,8 @@ def variables_read_by_code() -> set[str]:
     """The environment variables the deployed code reads by name, outside the settings model."""
     names: set[str] = set()
     for path in DEPLOYED_SOURCES:
-        names.update(_ENV_READ.findall(path.read_text(encoding="utf-8")))
+        for groups in _ENV_READ.findall(path.read_text(encoding="utf-8")):
+            names.update(name for name in groups if name)
     return names
 
 
