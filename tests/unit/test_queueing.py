@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from call_enricher import aws
-from call_enricher.errors import AwsUnavailableError, ConfigurationError
+from call_enricher.errors import AwsUnavailableError, ConfigurationError, MalformedMessageError
 from call_enricher.messages import EnrichmentRequest
 from call_enricher.queueing import EnrichmentQueue
 
@@ -45,6 +45,22 @@ def test_send_many_batches_by_ten(queue_url: str, spy: Any) -> None:
     assert results == [None] * 23
     assert client.count("send_message_batch") == 3
     assert sorted(b["callId"] for b in _received(queue_url)) == [f"call{i:04d}" for i in range(23)]
+
+
+def test_a_request_that_cannot_be_serialised_fails_alone(queue_url: str) -> None:
+    # Given three requests, the middle one with a context nested too deep to serialise (the
+    # API builds requests itself, without parse_message_body's depth check)
+    deep = json.loads('{"a":' * 300 + "1" + "}" * 300)
+    requests = _requests(3)
+    requests[1] = EnrichmentRequest(call_id="call-deep", context=deep)
+    # When sent
+    results = EnrichmentQueue(queue_url).send_many(requests)
+    # Then only that one failed, permanently, and was never sent; the others arrived
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], MalformedMessageError)
+    assert not results[1].retryable
+    assert sorted(b["callId"] for b in _received(queue_url)) == ["call0000", "call0002"]
 
 
 def test_failed_entries_are_retried_and_only_confirmed_ones_count(queue_url: str) -> None:

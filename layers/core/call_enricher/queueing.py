@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from call_enricher.errors import AwsUnavailableError, CallEnricherError
+from call_enricher.errors import AwsUnavailableError, CallEnricherError, MalformedMessageError
 from call_enricher.messages import EnrichmentRequest
 
 SQS_BATCH_LIMIT = 10
@@ -64,18 +64,35 @@ class EnrichmentQueue:
             raise aws.translate_error(exc, "SQS SendMessage") from None
 
     def send_many(self, requests: Sequence[EnrichmentRequest]) -> list[CallEnricherError | None]:
-        """Send requests in batches of 10; per request ``None`` (confirmed) or the error."""
+        """Send requests in batches of 10; per request ``None`` (confirmed) or the error.
+
+        A request that cannot be serialised (a context nested too deep) is never sent: its
+        error is a permanent :class:`MalformedMessageError`; the others go on."""
         from call_enricher import aws
 
         results: list[CallEnricherError | None] = [None] * len(requests)
+        bodies: dict[int, str] = {}
+        for index, request in enumerate(requests):
+            try:
+                bodies[index] = request.to_body()
+            except ValueError as exc:  # e.g. a context nested too deep to serialise
+                results[index] = MalformedMessageError(
+                    f"the request cannot be serialised: {type(exc).__name__}"
+                )
         for start in range(0, len(requests), SQS_BATCH_LIMIT):
-            pending = {str(i): i for i in range(start, min(start + SQS_BATCH_LIMIT, len(requests)))}
+            pending = {
+                str(i): i
+                for i in range(start, min(start + SQS_BATCH_LIMIT, len(requests)))
+                if i in bodies
+            }
+            if not pending:
+                continue
             last_error: dict[str, CallEnricherError] = {}
             for attempt in range(self._max_attempts):
                 if attempt:
                     self._sleep(self._jitter() * min(2.0, 0.1 * 2**attempt))
                 entries = [
-                    {"Id": entry_id, "MessageBody": requests[index].to_body()}
+                    {"Id": entry_id, "MessageBody": bodies[index]}
                     for entry_id, index in pending.items()
                 ]
                 try:

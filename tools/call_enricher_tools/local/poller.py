@@ -18,6 +18,17 @@ What Lambda's poller does for a queue trigger, and what :class:`SqsPoller` does 
   dead-letter queue after ``maxReceiveCount`` receives are SQS's own behaviour: moto applies
   both on ``ReceiveMessage``, exactly where SQS does.
 
+moto's SQS backend is not thread-safe: concurrent ``ReceiveMessage`` / ``DeleteMessageBatch``
+calls on one queue can corrupt its message list (``list.remove(x): x not in list``, then every
+receive fails). The pollers of one :class:`SqsPoller` therefore make those calls one at a
+time, and never hold that turn while waiting: long polling is played as short polls
+(``WaitTimeSeconds=0``) with pauses between them, so a finished batch's delete never queues
+behind another poller's idle wait (a late delete keeps messages invisible past their
+visibility timeout, and a message redelivered while its first delivery is still at work is
+handled twice). :attr:`Invocation.held_seconds` is how long each batch was held, from its
+first receive to its delete: above the queue's visibility timeout, its messages may have been
+handed out again meanwhile.
+
 Each poller has its own copy of the handler module (its own "container"): module-level state
 such as Powertools' ``BatchProcessor`` is per container in Lambda and must not be shared
 between concurrent invocations. The library underneath (clients, the enrichment service) is
@@ -42,6 +53,7 @@ Handler = Callable[[dict[str, Any], Any], Any]
 
 _RECEIVE_WAIT_SECONDS = 1  # long poll while idle; also bounds how fast stop() returns
 _SHORT_POLL_PAUSE = 0.05
+_IDLE_POLL_PAUSE = 0.1  # between the short polls that play a long poll
 
 
 @dataclass
@@ -98,6 +110,10 @@ class Invocation:
     deleted_ids: list[str]
     error: str | None
     elapsed_seconds: float
+    """How long the handler ran."""
+    held_seconds: float = 0.0
+    """From the batch's first receive to the end of its delete: how long its messages were
+    held (compare with the queue's visibility timeout)."""
 
 
 @dataclass
@@ -167,7 +183,8 @@ class SqsPoller:
         on_invocation: Callable[[Invocation], None] | None = None,
     ) -> None:
         """``handler_factory(i)`` returns poller ``i``'s handler (its own module copy);
-        ``sqs_client`` is a thread-safe boto3 SQS client for the local endpoint."""
+        ``sqs_client`` is a boto3 SQS client for the local endpoint (its receives and deletes
+        are made one at a time, see the module docstring)."""
         if batch_size < 1 or concurrency < 1:
             raise ValueError("batch_size and concurrency must be at least 1")
         self.sqs = sqs_client
@@ -184,6 +201,7 @@ class SqsPoller:
         self.on_invocation = on_invocation
         self.stats = PollerStats()
         self._lock = threading.Lock()
+        self._sqs_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -218,48 +236,64 @@ class SqsPoller:
     def _run(self, index: int, handler: Handler) -> None:
         while not self._stop.is_set():
             try:
-                batch = self._gather()
+                batch, first_received = self._gather()
             except Exception:  # noqa: BLE001 - moto stopping, connection reset: retry
                 if self._stop.wait(0.5):
                     return
                 continue
             if batch:
-                self._invoke(index, handler, batch)
+                self._invoke(index, handler, batch, first_received)
 
-    def _receive(self, count: int, wait_seconds: int) -> list[dict[str, Any]]:
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=max(1, min(10, count)),
-            WaitTimeSeconds=wait_seconds,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages: list[dict[str, Any]] = response.get("Messages", [])
-        return messages
+    def _receive(self, count: int, wait_seconds: float) -> tuple[list[dict[str, Any]], float]:
+        """Up to ``count`` messages, polling for at most ``wait_seconds`` (short polls: see
+        the module docstring), and when the last ``ReceiveMessage`` was sent."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            with self._sqs_lock:
+                sent = time.monotonic()
+                response = self.sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=max(1, min(10, count)),
+                    WaitTimeSeconds=0,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            messages: list[dict[str, Any]] = response.get("Messages", [])
+            left = deadline - time.monotonic()
+            if messages or left <= 0 or self._stop.wait(min(_IDLE_POLL_PAUSE, left)):
+                return messages, sent
 
-    def _gather(self) -> list[dict[str, Any]]:
+    def _gather(self) -> tuple[list[dict[str, Any]], float]:
         """Up to ``batch_size`` messages, waiting at most the batching window after the
-        first one (the first one itself is long-polled for)."""
+        first one (the first one itself is long-polled for), and when the first arrived."""
         batch: list[dict[str, Any]] = []
         window_ends: float | None = None
+        first_received = time.monotonic()
         while not self._stop.is_set() and len(batch) < self.batch_size:
             if window_ends is None:
-                wait = _RECEIVE_WAIT_SECONDS
+                wait = float(_RECEIVE_WAIT_SECONDS)
             else:
                 remaining = window_ends - time.monotonic()
                 if remaining <= 0:
                     break
-                wait = int(remaining)  # SQS waits whole seconds
-            received = self._receive(self.batch_size - len(batch), wait)
+                wait = remaining
+            received, sent = self._receive(self.batch_size - len(batch), wait)
             if received:
                 batch.extend(received)
                 if window_ends is None:
+                    first_received = sent
                     window_ends = time.monotonic() + self.batching_window_seconds
-            elif window_ends is not None and wait == 0:
+            elif window_ends is not None:
                 self._stop.wait(_SHORT_POLL_PAUSE)
-        return batch
+        return batch, first_received
 
-    def _invoke(self, index: int, handler: Handler, batch: list[dict[str, Any]]) -> None:
+    def _invoke(
+        self,
+        index: int,
+        handler: Handler,
+        batch: list[dict[str, Any]],
+        first_received: float | None = None,
+    ) -> None:
         records = [sqs_event_record(m, queue_arn=self.queue_arn, region=self.region) for m in batch]
         ids = [r["messageId"] for r in records]
         counts = {
@@ -282,6 +316,7 @@ class SqsPoller:
         failed_set = set(failed)
         to_delete = [m for m in batch if m["MessageId"] not in failed_set]
         deleted = self._delete(to_delete)
+        held = time.monotonic() - (started if first_received is None else first_received)
         with self._lock:
             self.stats.invocations += 1
             self.stats.messages += len(batch)
@@ -292,7 +327,9 @@ class SqsPoller:
             else:
                 self.stats.failed_invocations += 1
         if self.on_invocation is not None:
-            self.on_invocation(Invocation(index, ids, counts, failed, deleted, error, elapsed))
+            self.on_invocation(
+                Invocation(index, ids, counts, failed, deleted, error, elapsed, held)
+            )
 
     def _failures(self, response: Any, ids: list[str]) -> tuple[list[str], str | None]:
         """The message IDs to leave in the queue, per Lambda's partial batch response rules."""
@@ -316,13 +353,14 @@ class SqsPoller:
         for start in range(0, len(messages), 10):
             chunk = messages[start : start + 10]
             try:
-                response = self.sqs.delete_message_batch(
-                    QueueUrl=self.queue_url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                        for i, m in enumerate(chunk)
-                    ],
-                )
+                with self._sqs_lock:
+                    response = self.sqs.delete_message_batch(
+                        QueueUrl=self.queue_url,
+                        Entries=[
+                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                            for i, m in enumerate(chunk)
+                        ],
+                    )
             except Exception:  # noqa: BLE001, S112 - not deleted: SQS redelivers (at least once)
                 continue
             deleted.extend(
