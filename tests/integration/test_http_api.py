@@ -130,12 +130,15 @@ def test_post_calls_with_101_ids_is_a_validation_error_naming_the_field(harness:
         ({"callIds": [FINAL_ID], "region": "mars"}, "region"),
         ({"callIds": [FINAL_ID], "unknown": 1}, "unknown"),
         ({"callIds": [FINAL_ID], "context": []}, "context"),
+        ({"callIds": [FINAL_ID], "context": json.loads('{"a":' * 33 + "1" + "}" * 33)}, "context"),
+        ({"callIds": [FINAL_ID], "context": {"a": "x" * 9000}}, "context"),
         ([FINAL_ID], "body"),
     ],
 )
 def test_post_calls_invalid_fields_are_422(harness: Harness, body: Any, field: str):
     error = assert_error(post_calls(body), 422, "validation-error")
     assert any(d["field"].startswith(field) for d in error["details"]), error
+    assert queued(harness) == []
 
 
 def test_post_calls_malformed_json_is_400(harness: Harness):

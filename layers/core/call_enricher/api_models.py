@@ -35,9 +35,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from call_enricher import errors
+from call_enricher.messages import check_context
 
 __all__ = [
     "API_VERSION",
@@ -87,6 +88,16 @@ class EnqueueRequest(_Strict):
         dict[str, Any] | None,
         Field(description="Producer's correlation data (<= 8 KiB), copied into the events."),
     ] = None
+
+    @field_validator("context")
+    @classmethod
+    def _bounded_context(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The queue's own limits (depth, size), refused here with a 422, not after enqueueing."""
+        try:
+            check_context(value)
+        except errors.MalformedMessageError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class AcceptedCall(_Strict):
