@@ -156,6 +156,18 @@ class ConfigurationError(PermanentError):
     reason = "configuration-error"
 
 
+class EventRejectedError(PermanentError):
+    """EventBridge can never accept this entry (rejected as malformed, not JSON)."""
+
+    reason = "event-rejected"
+
+
+class EventTooLargeError(EventRejectedError):
+    """The event is over EventBridge's entry size limit (256 KB)."""
+
+    reason = "event-too-large"
+
+
 class CallNotFoundError(CallEnricherError):
     """Sinch answered 404: it does not know the call (in the region asked)."""
 

@@ -56,7 +56,6 @@ from call_enricher.events import (
 )
 from call_enricher.messages import EnrichmentRequest
 from call_enricher.model import parse_call_record
-from call_enricher.publishing import EventRejectedError
 from call_enricher.settings import SQS_MAX_DELAY_SECONDS, Settings
 from call_enricher.sinch.regions import resolve_base_url
 
@@ -566,7 +565,7 @@ class EnrichmentService:
         for event in enriched_events:
             error = errors_by_key.get(event.key)
             work = owners.get(event.key)
-            if not isinstance(error, EventRejectedError) or work is None:
+            if not isinstance(error, errors.EventRejectedError) or work is None:
                 continue
             if _failed_key(work) in announced:  # failing already (not-final-in-time)
                 rejected[event.key] = None

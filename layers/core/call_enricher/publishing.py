@@ -46,7 +46,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from call_enricher import aws
-from call_enricher.errors import AwsUnavailableError, CallEnricherError, PermanentError
+from call_enricher.errors import (
+    AwsUnavailableError,
+    CallEnricherError,
+    EventRejectedError,
+    EventTooLargeError,
+)
 
 __all__ = [
     "DETAIL_TYPE_CALL_ENRICHED",
@@ -89,18 +94,6 @@ RETRYABLE_ENTRY_ERROR_CODES = frozenset(
 
 PERMANENT_ENTRY_ERROR_CODES = frozenset({"MalformedDetail", "InvalidArgument", "RedactionFailure"})
 """Per-entry ``ErrorCode`` values that say the entry itself can never be accepted."""
-
-
-class EventRejectedError(PermanentError):
-    """EventBridge can never accept this entry (rejected as malformed, not JSON): permanent."""
-
-    reason = "event-rejected"
-
-
-class EventTooLargeError(EventRejectedError):
-    """The entry is over EventBridge's :data:`MAX_ENTRY_BYTES`: permanent."""
-
-    reason = "event-too-large"
 
 
 _BACKOFF_BASE_SECONDS = 0.1
