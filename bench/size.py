@@ -108,7 +108,11 @@ def measure(tree: Path) -> tuple[int, int, Counter[str], Counter[str]]:
                 relative = info.filename.removeprefix("python/")
                 top = relative.split("/")[0]
                 owner = owners.get(relative) or (
-                    "call-enricher" if top == "call_enricher" else f"other ({top})"
+                    "bytecode (.pyc of every package, compiled after sam build)"
+                    if relative.endswith(".pyc")
+                    else "call-enricher"
+                    if top == "call_enricher"
+                    else f"other ({top})"
                 )
                 unzipped[owner] += info.file_size
                 zipped[owner] += info.compress_size
