@@ -12,12 +12,12 @@ SAM_STAMP := $(SAM_VENV)/.installed
 PIP_FLAGS := --disable-pip-version-check --quiet --no-input
 export AWS_DEFAULT_REGION ?= eu-west-1
 
-.PHONY: help setup test lint typecheck pytest demo chaos bench bench-quick openapi clean
+.PHONY: help setup test lint typecheck pytest demo chaos bench bench-quick openapi build clean
 
 include mk/sam.mk
 
 help: ## list the commands
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv with Python 3.13 and install the project + dev tools (idempotent)
 
@@ -60,6 +60,9 @@ bench-quick: setup ## the benchmarks with fewer repetitions (a smoke run)
 openapi: setup ## regenerate openapi.json and events/schemas/ from the code
 	$(PY) -m call_enricher_tools.openapi
 	$(PY) -m call_enricher_tools.schemas
+
+build: sam-setup ## sam build for arm64 (no container) + compiled bytecode: what `sam deploy` uploads
+	$(MAKE) --no-print-directory sam-build
 
 clean: ## remove venvs, build output and caches
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis

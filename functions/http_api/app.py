@@ -163,7 +163,6 @@ def get_call(callId: CallIdPath) -> Response[Any]:
     summary="Enrich one call now (synchronous)",
     responses={
         200: {"description": "The enriched call", "content": {_JSON: {"model": api.CallResource}}},
-        409: {"description": "Still ONGOING", "content": {_JSON: {"model": api.ErrorResponse}}},
         502: {
             "description": "Sinch or AWS failed",
             "content": {_JSON: {"model": api.ErrorResponse}},

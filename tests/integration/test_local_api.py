@@ -12,6 +12,7 @@ import requests
 
 from call_enricher.sinch.auth import signed_headers
 from call_enricher_tools.local_api import LocalApi, Route, routes_from_template
+from call_enricher_tools.openapi import DOCUMENT
 from tests.support.queue_harness import CREDENTIALS, FINAL_ID, Harness, queue_harness
 
 
@@ -27,6 +28,7 @@ def test_routes_come_from_the_template():
         ("POST /calls", "http_api"),
         ("GET /calls/{callId}", "http_api"),
         ("POST /calls/{callId}/enrich", "http_api"),
+        ("GET /openapi.json", "http_api"),
         ("POST /sinch/callbacks", "sinch_callbacks"),
     }
 
@@ -74,6 +76,17 @@ def test_enrich_and_get_over_http(api: tuple[LocalApi, Harness]):
         timeout=10,
     )
     assert cached.status_code == 304
+
+
+def test_the_api_serves_the_committed_openapi_document(api: tuple[LocalApi, Harness]):
+    # Given the local API routing the template's routes
+    local, _ = api
+    # When its OpenAPI route is asked
+    served = requests.get(f"{local.base_url}/openapi.json", timeout=10)
+    # Then it answers the document committed at the repository root
+    assert served.status_code == 200
+    assert served.headers["Content-Type"].startswith("application/json")
+    assert served.json() == json.loads(DOCUMENT.read_text(encoding="utf-8"))
 
 
 def test_post_calls_and_errors_over_http(api: tuple[LocalApi, Harness]):

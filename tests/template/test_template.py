@@ -91,6 +91,7 @@ EXPECTED_ROUTES = {
     ("POST", "/calls"): ("HttpApiFunction", "AWS_IAM"),
     ("GET", "/calls/{callId}"): ("HttpApiFunction", "AWS_IAM"),
     ("POST", "/calls/{callId}/enrich"): ("HttpApiFunction", "AWS_IAM"),
+    ("GET", "/openapi.json"): ("HttpApiFunction", "AWS_IAM"),
     ("POST", "/sinch/callbacks"): ("SinchCallbacksFunction", "NONE"),
 }
 

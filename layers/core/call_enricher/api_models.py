@@ -16,7 +16,6 @@ status  code                        when
 400     malformed-json              the body is not JSON
 404     call-not-found / not-found  unknown call (stored or at Sinch) / unknown route
 405     method-not-allowed          (API Gateway answers unknown routes itself)
-409     not-final                   the call is still ONGOING past the re-check window
 413     payload-too-large           body over :data:`MAX_BODY_BYTES`
 415     unsupported-media-type      a body that is not ``application/json``
 422     validation-error            a field is invalid (``details`` names each one)
@@ -163,6 +162,8 @@ def error_for(error: errors.CallEnricherError | None, outcome: str = "") -> tupl
     if error.error_class is errors.ErrorClass.NOT_FOUND:
         return 404, "call-not-found"
     if error.error_class is errors.ErrorClass.NOT_FINAL:
+        # Total mapping; not reachable today: an on-demand request has no first-seen time,
+        # so an ONGOING call is stored and answered 200 with its status.
         return 409, "not-final"
     if isinstance(error, errors.InvalidCallIdError | errors.MalformedMessageError):
         return 422, "validation-error"
