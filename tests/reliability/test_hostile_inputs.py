@@ -49,6 +49,8 @@ class Case:
     reason: str
     reaches_sinch: bool = False
     """True only for well-formed bare IDs: they are validated, asked, and not found."""
+    call_id: str | None = None
+    """The call ID the failure event names: the message's own when that part was valid."""
 
 
 def _nested(depth: int) -> str:
@@ -79,6 +81,7 @@ SQS_CASES = [
         "256-kib-context",
         json.dumps({"callId": FINAL_ID, "context": {"x": "y" * 262_000}}),
         MALFORMED,
+        call_id=FINAL_ID,
     ),
     Case("10000-chars-id", "b" * 10_000, INVALID_ID),
     Case("10000-chars-json-id", json.dumps({"callId": "c" * 10_000}), INVALID_ID),
@@ -93,16 +96,34 @@ SQS_CASES = [
     Case("callid-list", f'{{"callId": ["{FINAL_ID}"]}}', INVALID_ID),
     Case("callid-object", '{"callId": {"$ne": null}}', INVALID_ID),
     Case("callid-bool", '{"callId": true}', INVALID_ID),
-    Case("region-number", f'{{"callId": "{FINAL_ID}", "region": 1}}', MALFORMED),
-    Case("region-unknown", f'{{"callId": "{FINAL_ID}", "region": "evil.example.com"}}', MALFORMED),
-    Case("context-string", f'{{"callId": "{FINAL_ID}", "context": "x"}}', MALFORMED),
-    Case("recheck-negative", f'{{"callId": "{FINAL_ID}", "recheck": -1}}', MALFORMED),
+    Case("region-number", f'{{"callId": "{FINAL_ID}", "region": 1}}', MALFORMED, call_id=FINAL_ID),
+    Case(
+        "region-unknown",
+        f'{{"callId": "{FINAL_ID}", "region": "evil.example.com"}}',
+        MALFORMED,
+        call_id=FINAL_ID,
+    ),
+    Case(
+        "context-string", f'{{"callId": "{FINAL_ID}", "context": "x"}}', MALFORMED, call_id=FINAL_ID
+    ),
+    Case(
+        "recheck-negative",
+        f'{{"callId": "{FINAL_ID}", "recheck": -1}}',
+        MALFORMED,
+        call_id=FINAL_ID,
+    ),
     Case(
         "first-seen-naive",
         f'{{"callId": "{FINAL_ID}", "firstSeenAt": "2026-01-01T00:00"}}',
         MALFORMED,
+        call_id=FINAL_ID,
     ),
-    Case("entry-path-unknown", f'{{"callId": "{FINAL_ID}", "entryPath": "admin"}}', MALFORMED),
+    Case(
+        "entry-path-unknown",
+        f'{{"callId": "{FINAL_ID}", "entryPath": "admin"}}',
+        MALFORMED,
+        call_id=FINAL_ID,
+    ),
     Case("no-call-id", '{"region": "euc1"}', MALFORMED),
     # path traversal and URL tricks
     Case("traversal-bare", "../../etc/passwd", INVALID_ID),
@@ -146,7 +167,8 @@ def test_hostile_sqs_body(harness: Harness, case: Case) -> None:
     events = harness.events()  # schema-checked
     failed = [e["detail"] for e in events if e["detail-type"] == "Call Enrichment Failed"]
     enriched = [e["detail"]["callId"] for e in events if e["detail-type"] == "Call Enriched"]
-    # And exactly one failure event names the documented reason, with no call ID
+    # And exactly one failure event names the documented reason, and the call ID only when
+    # the message carried a valid one
     if case.reaches_sinch:
         bare = case.body.strip()
         assert [(d["reason"], d["callId"], d["errorClass"]) for d in failed] == [
@@ -154,7 +176,7 @@ def test_hostile_sqs_body(harness: Harness, case: Case) -> None:
         ]
     else:
         assert [(d["reason"], d["callId"], d["errorClass"]) for d in failed] == [
-            (case.reason, None, "permanent")
+            (case.reason, case.call_id, "permanent")
         ]
     assert enriched == [FINAL_ID]
     # And no raw phone number, and never more than a short escaped preview of the input

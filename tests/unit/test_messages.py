@@ -10,6 +10,7 @@ from call_enricher.errors import InvalidCallIdError, MalformedMessageError
 from call_enricher.messages import (
     MAX_CONTEXT_DEPTH,
     EnrichmentRequest,
+    call_id_in,
     check_context,
     context_depth,
     parse_message_body,
@@ -128,3 +129,25 @@ def test_deep_arrays_inside_the_context_count_too():
     too_deep = {"x": json.loads("[" * MAX_CONTEXT_DEPTH + "]" * MAX_CONTEXT_DEPTH)}
     with pytest.raises(MalformedMessageError):
         check_context(too_deep)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"callId": "abc-123", "context": "not an object"}', "abc-123"),
+        ('{"callid": "abc_123", "region": "mars"}', "abc_123"),
+        ('{"callId": "../etc", "region": "mars"}', None),
+        ('{"callId": 5}', None),
+        ('["abc"]', None),
+        ("{not json", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_call_id_in_a_rejected_message_is_found_only_when_valid(
+    body: str | None, expected: str | None
+) -> None:
+    # Given a message that failed to parse
+    # When its call ID is looked for
+    # Then only a valid one is returned (a failure event may name it)
+    assert call_id_in(body) == expected

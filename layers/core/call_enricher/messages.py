@@ -175,6 +175,27 @@ def parse_message_body(body: str | None) -> EnrichmentRequest:
         raise MalformedMessageError(f"invalid message: {text_problems}", details=problems) from None
 
 
+def call_id_in(body: str | None) -> str | None:
+    """The valid ``callId`` of a message that failed to parse, if it has one, else ``None``.
+
+    Lets a ``Call Enrichment Failed`` event for, say, an oversize ``context`` name its call.
+    Only called on the (rare) failure path: it parses the body again.
+    """
+    if not body:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    candidate = data.get("callId", data.get("callid"))
+    try:
+        return validate_call_id(candidate)
+    except InvalidCallIdError:
+        return None
+
+
 __all__ = [
     "MAX_CONTEXT_BYTES",
     "MAX_CONTEXT_DEPTH",
@@ -182,6 +203,7 @@ __all__ = [
     "EnrichmentRequest",
     "InvalidCallIdError",
     "MalformedMessageError",
+    "call_id_in",
     "check_context",
     "context_depth",
     "parse_message_body",

@@ -92,6 +92,8 @@ class WorkItem:
     request: EnrichmentRequest | None = None
     error: errors.CallEnricherError | None = None
     raw_call_id: str | None = None
+    call_id: str | None = None
+    """On a parse failure: the message's call ID when that part of it was valid."""
 
 
 @dataclass
@@ -237,7 +239,7 @@ class EnrichmentService:
                 try:
                     event = call_enrichment_failed_event(
                         key=f"msg:{item.key}",
-                        call_id=None,
+                        call_id=item.call_id,
                         raw_call_id=item.raw_call_id,
                         error=error,
                         attempts=0,
@@ -256,7 +258,7 @@ class EnrichmentService:
                     report.counters[Outcome.RETRY.value] += 1
                     continue
                 report.results[item.key] = ItemResult(
-                    item.key, None, Outcome.FAILED, Disposition.DONE, error=error
+                    item.key, item.call_id, Outcome.FAILED, Disposition.DONE, error=error
                 )
                 report.counters[Outcome.FAILED.value] += 1
                 failed_events.append(event)
@@ -724,10 +726,10 @@ def _failed_key(work: _CallWork) -> str:
 
 def work_item_from_message(key: str, body: str | None) -> WorkItem:
     """Parse one queue message; a parse failure becomes a permanent error on the item."""
-    from call_enricher.messages import parse_message_body
+    from call_enricher.messages import call_id_in, parse_message_body
 
     try:
         return WorkItem(key=key, request=parse_message_body(body))
     except errors.CallEnricherError as exc:
         snippet = (body or "")[:64] if isinstance(body, str) else None
-        return WorkItem(key=key, error=exc, raw_call_id=snippet)
+        return WorkItem(key=key, error=exc, raw_call_id=snippet, call_id=call_id_in(body))
