@@ -38,8 +38,7 @@ def _state() -> tuple[CallbackConfig, Any, Any]:
         from call_enricher.secrets import SecretsManagerCredentials
 
         _credentials = SecretsManagerCredentials(
-            os.environ.get("SINCH_SECRET_ID", ""),
-            max_age_seconds=int(os.environ.get("SINCH_SECRET_MAX_AGE_SECONDS", "") or 300),
+            _config.secret_id, max_age_seconds=_config.secret_max_age_seconds
         )
     return _config, _sqs, _credentials
 

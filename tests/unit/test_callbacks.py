@@ -256,12 +256,17 @@ def test_config_from_env_defaults_and_errors():
             "SINCH_CALLBACK_PATH": "/x",
             "CALLBACK_MAX_SKEW_SECONDS": "60",
             "ENRICHMENT_QUEUE_URL": "u",
+            "SINCH_SECRET_ID": "arn:s",
+            "SINCH_SECRET_MAX_AGE_SECONDS": "0",
         }
-    ) == CallbackConfig("/x", 60, "u")
+    ) == CallbackConfig("/x", 60, "u", "arn:s", 0)
     with pytest.raises(ConfigurationError, match="SINCH_CALLBACK_PATH"):
         CallbackConfig.from_env({"SINCH_CALLBACK_PATH": "x"})
     with pytest.raises(ConfigurationError, match="CALLBACK_MAX_SKEW_SECONDS"):
         CallbackConfig.from_env({"CALLBACK_MAX_SKEW_SECONDS": "0"})
+    for bad in ("soon", "-1", "86401"):
+        with pytest.raises(ConfigurationError, match="SINCH_SECRET_MAX_AGE_SECONDS"):
+            CallbackConfig.from_env({"SINCH_SECRET_MAX_AGE_SECONDS": bad})
 
 
 def test_config_matches_the_settings_model_defaults():
@@ -269,9 +274,10 @@ def test_config_matches_the_settings_model_defaults():
 
     settings = Settings.from_env({})
     config = CallbackConfig.from_env({})
-    assert (config.callback_path, config.max_skew_seconds) == (
+    assert (config.callback_path, config.max_skew_seconds, config.secret_max_age_seconds) == (
         settings.sinch_callback_path,
         settings.callback_max_skew_seconds,
+        settings.sinch_secret_max_age_seconds,
     )
 
 

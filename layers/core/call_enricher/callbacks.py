@@ -68,10 +68,13 @@ class CallbackConfig:
     callback_path: str = "/sinch/callbacks"
     max_skew_seconds: int = 300
     queue_url: str = ""
+    secret_id: str = ""
+    secret_max_age_seconds: int = 300
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CallbackConfig:
-        """``SINCH_CALLBACK_PATH``, ``CALLBACK_MAX_SKEW_SECONDS``, ``ENRICHMENT_QUEUE_URL``.
+        """``SINCH_CALLBACK_PATH``, ``CALLBACK_MAX_SKEW_SECONDS``, ``ENRICHMENT_QUEUE_URL``,
+        ``SINCH_SECRET_ID`` and ``SINCH_SECRET_MAX_AGE_SECONDS``.
 
         The same names and rules as :class:`call_enricher.settings.Settings`.
 
@@ -84,16 +87,27 @@ class CallbackConfig:
             raise ConfigurationError(
                 "invalid configuration: SINCH_CALLBACK_PATH: must start with '/'"
             )
-        raw_skew = env.get("CALLBACK_MAX_SKEW_SECONDS", "") or "300"
-        try:
-            skew = int(raw_skew)
-        except ValueError:
-            skew = 0
-        if not 1 <= skew <= 3600:
-            raise ConfigurationError(
-                "invalid configuration: CALLBACK_MAX_SKEW_SECONDS: an integer from 1 to 3600"
-            )
-        return cls(path, skew, env.get("ENRICHMENT_QUEUE_URL", ""))
+        skew = _int_setting(env, "CALLBACK_MAX_SKEW_SECONDS", 300, 1, 3600)
+        max_age = _int_setting(env, "SINCH_SECRET_MAX_AGE_SECONDS", 300, 0, 86_400)
+        return cls(
+            path,
+            skew,
+            env.get("ENRICHMENT_QUEUE_URL", ""),
+            env.get("SINCH_SECRET_ID", ""),
+            max_age,
+        )
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer variable within ``[low, high]`` (``default`` when unset or empty)."""
+    raw = env.get(name, "") or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigurationError(f"invalid configuration: {name}: an integer from {low} to {high}")
+    return value
 
 
 def header(event: Mapping[str, Any], name: str) -> str | None:
