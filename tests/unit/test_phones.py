@@ -303,7 +303,7 @@ def test_geoindex_matches_the_installed_phonenumbers():
 
 def test_lazy_geocode_data_loads_only_the_module_covering_a_prefix():
     # Given the lazy mapping over the data modules
-    data = phones._LazyGeocodeData()
+    data = phones._LazyPrefixData(phones._geoindex.FIRST_PREFIXES, "geodata")
     # Then keys of the first, a middle and the last module are found; others are absent
     assert data["1201200"] == {"en": "Jersey City, NJ"}
     assert "4420" in data

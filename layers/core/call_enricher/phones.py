@@ -285,12 +285,17 @@ def _load_data(stem: str, package: str = "geodata") -> dict[str, dict[str, str]]
     return found
 
 
-class _LazyGeocodeData(Mapping[str, dict[str, str]]):
-    """GEOCODE_DATA, loading only the data module whose prefix range covers a key."""
+class _LazyPrefixData(Mapping[str, dict[str, str]]):
+    """A phonenumbers prefix table (GEOCODE_DATA, CARRIER_DATA) that loads only the data
+    module whose prefix range covers a key (``first_prefixes``: each module's first key)."""
+
+    def __init__(self, first_prefixes: tuple[str, ...], package: str) -> None:
+        self._firsts = first_prefixes
+        self._package = package
 
     def _module_for(self, prefix: str) -> dict[str, dict[str, str]] | None:
-        index = bisect.bisect_right(_geoindex.FIRST_PREFIXES, prefix) - 1
-        return None if index < 0 else _load_data(f"data{index}")
+        index = bisect.bisect_right(self._firsts, prefix) - 1
+        return None if index < 0 else _load_data(f"data{index}", self._package)
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
@@ -305,14 +310,14 @@ class _LazyGeocodeData(Mapping[str, dict[str, str]]):
         return data[key]
 
     def __iter__(self) -> Iterator[str]:  # pragma: no cover - not used by the prefix walk
-        for index in range(len(_geoindex.FIRST_PREFIXES)):
-            yield from _load_data(f"data{index}")
+        for index in range(len(self._firsts)):
+            yield from _load_data(f"data{index}", self._package)
 
     def __len__(self) -> int:  # pragma: no cover - not used by the prefix walk
-        return sum(len(_load_data(f"data{i}")) for i in range(len(_geoindex.FIRST_PREFIXES)))
+        return sum(len(_load_data(f"data{i}", self._package)) for i in range(len(self._firsts)))
 
 
-_GEOCODE_DATA: Final = _LazyGeocodeData()
+_GEOCODE_DATA: Final = _LazyPrefixData(_geoindex.FIRST_PREFIXES, "geodata")
 
 
 def _region_display_name(region_code: str) -> str:
@@ -410,40 +415,10 @@ def _carrier_index() -> tuple[str, ...] | None:
     return tuple(firsts)
 
 
-class _LazyCarrierData(Mapping[str, dict[str, str]]):
-    """CARRIER_DATA, loading only the data module whose prefix range covers a key."""
-
-    def __init__(self, first_prefixes: tuple[str, ...]) -> None:
-        self._firsts = first_prefixes
-
-    def _module_for(self, prefix: str) -> dict[str, dict[str, str]] | None:
-        index = bisect.bisect_right(self._firsts, prefix) - 1
-        return None if index < 0 else _load_data(f"data{index}", "carrierdata")
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
-        data = self._module_for(key)
-        return data is not None and key in data
-
-    def __getitem__(self, key: str) -> dict[str, str]:
-        data = self._module_for(key)
-        if data is None:
-            raise KeyError(key)
-        return data[key]
-
-    def __iter__(self) -> Iterator[str]:  # pragma: no cover - not used by the prefix walk
-        for index in range(len(self._firsts)):
-            yield from _load_data(f"data{index}", "carrierdata")
-
-    def __len__(self) -> int:  # pragma: no cover - not used by the prefix walk
-        return sum(len(_load_data(f"data{i}", "carrierdata")) for i in range(len(self._firsts)))
-
-
 @cache
 def _carrier_data() -> Mapping[str, dict[str, str]] | None:
     firsts = _carrier_index()
-    return None if firsts is None else _LazyCarrierData(firsts)
+    return None if firsts is None else _LazyPrefixData(firsts, "carrierdata")
 
 
 def _carrier_name(number: phonenumbers.PhoneNumber) -> str:
