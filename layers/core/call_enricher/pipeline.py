@@ -385,15 +385,7 @@ class EnrichmentService:
         stored = save.stored
         outcome = Outcome.ENRICHED if save.needs_publish else Outcome.UNCHANGED
         if save.needs_publish:
-            enriched_events.append(
-                call_enriched_event(
-                    key=_enriched_key(work),
-                    stored=stored,
-                    previous_status=save.previous_status,
-                    context=work.request.context,
-                    entry_path=work.request.entry_path,
-                )
-            )
+            enriched_events.append(_enriched_event(work, stored, save.previous_status))
         due = False
         if stored.status != "FINAL" and work.enriched.status != "FINAL":
             if self._too_old(work.request):
@@ -476,15 +468,7 @@ class EnrichmentService:
                     full = self.store.get(work.request.call_id, consistent=True)
                     if full is None or full.status != "FINAL" or not full.needs_publish:
                         continue  # changed meanwhile: keep the failure as decided
-                    enriched_events.append(
-                        call_enriched_event(
-                            key=_enriched_key(work),
-                            stored=full,
-                            previous_status=full.previous_status,
-                            context=work.request.context,
-                            entry_path=work.request.entry_path,
-                        )
-                    )
+                    enriched_events.append(_enriched_event(work, full, full.previous_status))
                     outcome = Outcome.ENRICHED
                 else:
                     outcome = Outcome.SERVED_FROM_STORE
@@ -712,6 +696,19 @@ def describe(results: Iterable[ItemResult]) -> dict[str, Any]:
     """A compact summary for logs and the CLI."""
     counts = Counter(result.outcome.value for result in results)
     return dict(sorted(counts.items()))
+
+
+def _enriched_event(
+    work: _CallWork, stored: StoredCall, previous_status: str | None
+) -> OutgoingEvent:
+    """The ``Call Enriched`` event of a stored version, for the work that stored or found it."""
+    return call_enriched_event(
+        key=_enriched_key(work),
+        stored=stored,
+        previous_status=previous_status,
+        context=work.request.context,
+        entry_path=work.request.entry_path,
+    )
 
 
 def _enriched_key(work: _CallWork) -> str:
