@@ -150,3 +150,37 @@ def test_demo_runs_offline() -> None:
     table = out.split("\n\n")[1].splitlines()
     assert len(table) == samples + 2
     assert "in-progress" in out
+
+
+def test_every_command_reaches_its_implementation_through_the_cli_parser() -> None:
+    # Given the installed CLI's parser
+    from call_enricher_tools.chaos import cmd_chaos
+    from call_enricher_tools.local.submit import cmd_submit
+    from call_enricher_tools.local.up import cmd_local_up
+    from call_enricher_tools.sandbox.command import run_sandbox
+
+    parser = cli.build_parser()
+    # When each command line is parsed
+    wired = {
+        "sandbox": parser.parse_args(["sandbox", "--port", "0"]).func,
+        "local up": parser.parse_args(["local", "up"]).func,
+        "submit": parser.parse_args(["submit", "--queue-url", "http://127.0.0.1/q", "a1"]).func,
+        "chaos": parser.parse_args(["chaos", "--ids", "10"]).func,
+        "demo": parser.parse_args(["demo"]).func,
+    }
+    # Then each runs the implementation the tests exercise (e2e, sandbox, chaos suites)
+    assert wired == {
+        "sandbox": run_sandbox,
+        "local up": cmd_local_up,
+        "submit": cmd_submit,
+        "chaos": cmd_chaos,
+        "demo": cli.cmd_demo,
+    }
+
+
+@pytest.mark.parametrize("command", ["sandbox", "local", "submit", "chaos", "demo"])
+def test_every_command_has_help(command: str) -> None:
+    # Given a command, When its --help is asked through main(), Then it exits 0 with a usage
+    out = io.StringIO()
+    code = cli.main([command, "--help"], stdout=out, stderr=io.StringIO())
+    assert code == 0
