@@ -509,14 +509,8 @@ class EnrichmentService:
             if owner is not None:
                 self._override(owner, report, Outcome.RETRY, Disposition.RETRY, error)
             else:
-                result = report.results[key.removeprefix("msg:")]
-                report.counters[result.outcome.value] -= 1
-                report.counters[Outcome.RETRY.value] += 1
-                result.outcome, result.disposition, result.error = (
-                    Outcome.RETRY,
-                    Disposition.RETRY,
-                    error,
-                )
+                message_key = key.removeprefix("msg:")
+                _override_result(report, message_key, Outcome.RETRY, Disposition.RETRY, error)
         for key, failure in rejected.items():
             work = owners[key]
             if failure is not None and errors_by_key.get(_failed_key(work)) is None:
@@ -643,12 +637,7 @@ class EnrichmentService:
     ) -> None:
         """Change the decided result of ``work``'s messages (the counters follow)."""
         for key in work.keys:
-            result = report.results[key]
-            report.counters[result.outcome.value] -= 1
-            report.counters[outcome.value] += 1
-            result.outcome, result.disposition, result.error = outcome, disposition, error
-            if version is not None:
-                result.stored_version = version
+            _override_result(report, key, outcome, disposition, error, version=version)
 
     def _failed_event(
         self, work: _CallWork, error: errors.CallEnricherError, reason: str
@@ -696,6 +685,24 @@ def describe(results: Iterable[ItemResult]) -> dict[str, Any]:
     """A compact summary for logs and the CLI."""
     counts = Counter(result.outcome.value for result in results)
     return dict(sorted(counts.items()))
+
+
+def _override_result(
+    report: BatchReport,
+    key: str,
+    outcome: Outcome,
+    disposition: Disposition,
+    error: errors.CallEnricherError | None,
+    *,
+    version: int | None = None,
+) -> None:
+    """Change the decided result of one message (the counters follow)."""
+    result = report.results[key]
+    report.counters[result.outcome.value] -= 1
+    report.counters[outcome.value] += 1
+    result.outcome, result.disposition, result.error = outcome, disposition, error
+    if version is not None:
+        result.stored_version = version
 
 
 def _enriched_event(
