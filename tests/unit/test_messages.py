@@ -10,7 +10,6 @@ from call_enricher.errors import InvalidCallIdError, MalformedMessageError
 from call_enricher.messages import (
     MAX_CONTEXT_DEPTH,
     EnrichmentRequest,
-    call_id_in,
     check_context,
     context_depth,
     parse_message_body,
@@ -144,10 +143,13 @@ def test_deep_arrays_inside_the_context_count_too():
         (None, None),
     ],
 )
-def test_call_id_in_a_rejected_message_is_found_only_when_valid(
+def test_a_rejected_message_names_its_call_id_only_when_valid(
     body: str | None, expected: str | None
 ) -> None:
-    # Given a message that failed to parse
-    # When its call ID is looked for
-    # Then only a valid one is returned (a failure event may name it)
-    assert call_id_in(body) == expected
+    # Given a message that fails to parse
+    # When it is parsed
+    with pytest.raises((MalformedMessageError, InvalidCallIdError)) as caught:
+        parse_message_body(body)
+    # Then the error carries the message's call ID only when that ID is valid (a failure
+    # event may name it)
+    assert getattr(caught.value, "call_id", None) == expected

@@ -127,6 +127,9 @@ class MalformedMessageError(PermanentError):
     """An input message (SQS body, API body) could not be understood."""
 
     reason = "malformed-message"
+    call_id: str | None = None
+    """The message's call ID when it was valid and the rest of the message was not (set by
+    the parser), so a failure event can still name its call."""
 
 
 class InvalidRecordError(PermanentError):

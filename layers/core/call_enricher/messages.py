@@ -141,7 +141,9 @@ def check_context(context: Any) -> None:
 def parse_message_body(body: str | None) -> EnrichmentRequest:
     """Parse an SQS message body (JSON object or bare call ID) into a request.
 
-    Raises :class:`MalformedMessageError` or :class:`InvalidCallIdError` (both permanent).
+    Raises :class:`MalformedMessageError` or :class:`InvalidCallIdError` (both permanent);
+    a :class:`MalformedMessageError` raised after the call ID was validated carries it
+    (``call_id``).
     """
     if body is None or not body.strip():
         raise MalformedMessageError("message body is empty")
@@ -162,7 +164,16 @@ def parse_message_body(body: str | None) -> EnrichmentRequest:
         data["callId"] = data.pop("callid")
     if "callId" not in data:
         raise MalformedMessageError("message has no callId", details=[{"field": "callId"}])
-    validate_call_id(data["callId"])
+    call_id = validate_call_id(data["callId"])
+    try:
+        return _request_from(data)
+    except MalformedMessageError as exc:
+        exc.call_id = call_id  # the rest is malformed, the call ID is not
+        raise
+
+
+def _request_from(data: dict[str, Any]) -> EnrichmentRequest:
+    """The request of a message object whose ``callId`` is valid."""
     check_context(data.get("context"))
     try:
         return EnrichmentRequest.model_validate(data)
@@ -175,27 +186,6 @@ def parse_message_body(body: str | None) -> EnrichmentRequest:
         raise MalformedMessageError(f"invalid message: {text_problems}", details=problems) from None
 
 
-def call_id_in(body: str | None) -> str | None:
-    """The valid ``callId`` of a message that failed to parse, if it has one, else ``None``.
-
-    Lets a ``Call Enrichment Failed`` event for, say, an oversize ``context`` name its call.
-    Only called on the (rare) failure path: it parses the body again.
-    """
-    if not body:
-        return None
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    candidate = data.get("callId", data.get("callid"))
-    try:
-        return validate_call_id(candidate)
-    except InvalidCallIdError:
-        return None
-
-
 __all__ = [
     "MAX_CONTEXT_BYTES",
     "MAX_CONTEXT_DEPTH",
@@ -203,7 +193,6 @@ __all__ = [
     "EnrichmentRequest",
     "InvalidCallIdError",
     "MalformedMessageError",
-    "call_id_in",
     "check_context",
     "context_depth",
     "parse_message_body",

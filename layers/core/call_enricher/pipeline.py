@@ -730,10 +730,11 @@ def _failed_key(work: _CallWork) -> str:
 
 def work_item_from_message(key: str, body: str | None) -> WorkItem:
     """Parse one queue message; a parse failure becomes a permanent error on the item."""
-    from call_enricher.messages import call_id_in, parse_message_body
+    from call_enricher.messages import parse_message_body
 
     try:
         return WorkItem(key=key, request=parse_message_body(body))
     except errors.CallEnricherError as exc:
         snippet = (body or "")[:64] if isinstance(body, str) else None
-        return WorkItem(key=key, error=exc, raw_call_id=snippet, call_id=call_id_in(body))
+        call_id = exc.call_id if isinstance(exc, errors.MalformedMessageError) else None
+        return WorkItem(key=key, error=exc, raw_call_id=snippet, call_id=call_id)
