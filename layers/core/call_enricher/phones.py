@@ -264,7 +264,7 @@ _loaded: dict[str, dict[str, dict[str, str]]] = {}
 
 def _load_data(stem: str, package: str = "geodata") -> dict[str, dict[str, str]]:
     """``data`` of ``phonenumbers/<package>/<stem>.py``, loaded by path (never the package)."""
-    key = stem if package == "geodata" else f"{package}/{stem}"
+    key = f"{package}/{stem}"
     found = _loaded.get(key)
     if found is not None:
         return found

@@ -292,7 +292,7 @@ class SqsPoller:
         index: int,
         handler: Handler,
         batch: list[dict[str, Any]],
-        first_received: float | None = None,
+        first_received: float,
     ) -> None:
         records = [sqs_event_record(m, queue_arn=self.queue_arn, region=self.region) for m in batch]
         ids = [r["messageId"] for r in records]
@@ -316,7 +316,7 @@ class SqsPoller:
         failed_set = set(failed)
         to_delete = [m for m in batch if m["MessageId"] not in failed_set]
         deleted = self._delete(to_delete)
-        held = time.monotonic() - (started if first_received is None else first_received)
+        held = time.monotonic() - first_received
         with self._lock:
             self.stats.invocations += 1
             self.stats.messages += len(batch)
