@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from call_enricher import aws
 from call_enricher.settings import Settings
+from tests.support.fresh import fresh_stdout
 
 
 @pytest.fixture
@@ -60,11 +59,9 @@ def test_importing_the_module_pins_the_wire_loggers():
         " for n in ('botocore', 'boto3', 's3transfer', 'urllib3')))\n"
     )
     # When the module is imported
-    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = fresh_stdout(code)
     # Then every wire logger is at INFO
-    assert done.stdout.strip() == ",".join([str(logging.INFO)] * 4)
+    assert out == ",".join([str(logging.INFO)] * 4)
 
 
 def test_default_pool_size_matches_the_settings_default(monkeypatch: pytest.MonkeyPatch):
@@ -102,8 +99,6 @@ def test_client_configuration_does_not_import_pydantic_without_worker_threads():
         "print('pydantic' in sys.modules, 'call_enricher.settings' in sys.modules)\n"
     )
     # When the client configuration is built
-    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = fresh_stdout(code)
     # Then neither the settings model nor pydantic was imported
-    assert done.stdout.strip() == "False False"
+    assert out == "False False"

@@ -20,6 +20,7 @@ from call_enricher.callbacks import (
 from call_enricher.errors import ConfigurationError, InvalidCallIdError
 from call_enricher.messages import EnrichmentRequest, parse_message_body
 from call_enricher.sinch.auth import SinchCredentials, signed_headers
+from tests.support.fresh import fresh_stdout
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = json.loads((ROOT / "events/sinch-dice-callback.json").read_text())
@@ -283,8 +284,6 @@ def test_config_matches_the_settings_model_defaults():
 
 def test_the_receiver_builds_its_clients_without_pydantic_and_from_one_session():
     # Given a fresh interpreter with the receiver's environment (no WORKER_THREADS)
-    import subprocess
-    import sys
 
     app = Path(__file__).resolve().parents[2] / "functions" / "sinch_callbacks" / "app.py"
     code = (
@@ -302,8 +301,6 @@ def test_the_receiver_builds_its_clients_without_pydantic_and_from_one_session()
         "print(same, 'pydantic' in sys.modules, 'call_enricher.settings' in sys.modules)\n"
     )
     # When the receiver has built its state (what its first invocation does)
-    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = fresh_stdout(code)
     # Then its SQS client is the library's shared one, and pydantic was never imported
-    assert done.stdout.strip() == "True False False"
+    assert out == "True False False"

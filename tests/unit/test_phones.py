@@ -6,6 +6,7 @@ import pytest
 
 from call_enricher import phones
 from call_enricher.phones import NumberType, analyse_number, is_withheld, mask_number
+from tests.support.fresh import fresh_stdout
 
 
 @pytest.mark.parametrize(
@@ -266,8 +267,6 @@ def test_mobile_token_numbers_are_geocoded_like_phonenumbers():
 
 def test_analysis_never_imports_the_geocoder_package():
     # Given a fresh interpreter that imports the module and analyses a US and a GB number
-    import subprocess
-    import sys
 
     code = (
         "import sys\n"
@@ -281,11 +280,9 @@ def test_analysis_never_imports_the_geocoder_package():
         "print(','.join(bad))\n"
     )
     # When it has run
-    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = fresh_stdout(code)
     # Then neither phonenumbers.geocoder nor the phonenumbers.geodata package was imported
-    assert done.stdout.strip() == ""
+    assert out == ""
 
 
 def test_geoindex_matches_the_installed_phonenumbers():
@@ -367,8 +364,6 @@ def test_lazy_carrier_data_holds_every_entry_of_phonenumbers():
 
 def test_analysis_loads_only_the_carrier_file_covering_the_number():
     # Given a fresh interpreter that analyses one Singapore mobile
-    import subprocess
-    import sys
 
     code = (
         "import sys\n"
@@ -379,8 +374,6 @@ def test_analysis_loads_only_the_carrier_file_covering_the_number():
         "print(','.join(loaded), ','.join(bad), sep='|')\n"
     )
     # When it has run
-    done = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = fresh_stdout(code)
     # Then one carrier table was loaded, and neither phonenumbers.carrier nor its package
-    assert done.stdout.strip() == "carrierdata/data2|"
+    assert out == "carrierdata/data2|"
