@@ -122,14 +122,20 @@ def test_killed_after_the_fetch_before_the_write(
     assert (item["version"], item["publishedVersion"]) == (1, 1)
 
 
+def killed_at_put_events(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Deliver FINAL_ID once, the invocation dying at PutEvents; the SQS event, to redeliver."""
+    kill_once(monkeypatch, aws.client("events"), "put_events")
+    event = sqs_event(FINAL_ID)
+    with pytest.raises(Killed):
+        harness.invoke_event(event)
+    return event
+
+
 def test_killed_after_the_write_before_put_events(
     any_harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the invocation dies when it publishes (the record is stored)
-    kill_once(monkeypatch, aws.client("events"), "put_events")
-    event = sqs_event(FINAL_ID)
-    with pytest.raises(Killed):
-        any_harness.invoke_event(event)
+    event = killed_at_put_events(any_harness, monkeypatch)
     item = any_harness.stack.item(FINAL_ID)
     assert item is not None
     assert (item["version"], item["publishedVersion"]) == (1, 0)
@@ -375,10 +381,7 @@ def test_killed_before_put_events_then_sinch_fails_publishes_the_stored_version(
     any_harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the invocation died as it published: the FINAL record is stored, unannounced
-    kill_once(monkeypatch, aws.client("events"), "put_events")
-    event = sqs_event(FINAL_ID)
-    with pytest.raises(Killed):
-        any_harness.invoke_event(event)
+    event = killed_at_put_events(any_harness, monkeypatch)
     # When SQS redelivers the record and Sinch now answers with a body that is no record
     any_harness.sinch.on_call(FINAL_ID, Reply.json({"callId": FINAL_ID, "status": 42}))
     assert any_harness.invoke_event(event) == {"batchItemFailures": []}
