@@ -47,14 +47,14 @@ POWERTOOLS_VARS = frozenset(
     }
 )
 
-# What each function must be given. The first four have no safe default in Settings (their
-# defaults are placeholders for local runs, not the stack's resources); the rest are the
-# tunables the template exposes as parameters.
+# What each function must be given. The resources (table, queue, bus, secret) have no safe
+# default in Settings (their defaults are placeholders for local runs, not the stack's
+# resources); the rest are the tunables the template exposes as parameters. Only the stream
+# publisher is told about the bus: the table is the outbox, and nothing else publishes.
 NEEDS: dict[str, frozenset[str]] = {
     "QueueEnricherFunction": frozenset(
         {
             "CALLS_TABLE_NAME",
-            "EVENT_BUS_NAME",
             "ENRICHMENT_QUEUE_URL",
             "SINCH_SECRET_ID",
             "EVENT_SOURCE",
@@ -70,7 +70,6 @@ NEEDS: dict[str, frozenset[str]] = {
     "HttpApiFunction": frozenset(
         {
             "CALLS_TABLE_NAME",
-            "EVENT_BUS_NAME",
             "ENRICHMENT_QUEUE_URL",
             "SINCH_SECRET_ID",
             "EVENT_SOURCE",
@@ -85,7 +84,11 @@ NEEDS: dict[str, frozenset[str]] = {
     "SinchCallbacksFunction": frozenset(
         {"ENRICHMENT_QUEUE_URL", "SINCH_SECRET_ID", "SINCH_CALLBACK_PATH"}
     ),
+    "StreamPublisherFunction": frozenset({"CALLS_TABLE_NAME", "EVENT_BUS_NAME", "EVENT_SOURCE"}),
 }
+
+# The one function that may publish events, and the table whose stream triggers it.
+PUBLISHER = "StreamPublisherFunction"
 
 EXPECTED_ROUTES = {
     ("POST", "/calls"): ("HttpApiFunction", "AWS_IAM"),
@@ -104,6 +107,17 @@ STAR_RESOURCE_ACTIONS = frozenset(
 SQS_POLLER_ACTIONS = frozenset(
     {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
 )
+# What a DynamoDB stream event source mapping needs on the stream that triggers a function,
+# and on its OnFailure queue (Lambda sends there with the function's role).
+STREAM_POLLER_ACTIONS = frozenset(
+    {
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams",
+    }
+)
+ON_FAILURE_ACTIONS = frozenset({"sqs:SendMessage"})
 
 # boto3 client method -> the IAM action it needs (batch variants are authorised by the single).
 BOTO3_ACTIONS = {
@@ -210,6 +224,28 @@ def sqs_events(function: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def stream_events(function: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: event["Properties"]
+        for name, event in function.get("Events", {}).items()
+        if event["Type"] == "DynamoDB"
+    }
+
+
+def trigger_streams(function: Mapping[str, Any]) -> set[str]:
+    """Tables whose stream (``!GetAtt T.StreamArn``) triggers the function."""
+    return {e["Stream"]["Fn::GetAtt"][0] for e in stream_events(function).values()}
+
+
+def on_failure_queues(function: Mapping[str, Any]) -> set[str]:
+    """Queues named as a stream mapping's OnFailure destination."""
+    return {
+        e["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+        for e in stream_events(function).values()
+        if "DestinationConfig" in e
+    }
+
+
 def sample_value(
     value: Any, template: Template, choose: Callable[[str, dict[str, Any]], Any] | None = None
 ) -> str:
@@ -294,9 +330,9 @@ def sinch_sample_call_ids() -> set[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_the_template_is_sam_and_declares_three_functions(template: Template) -> None:
+def test_the_template_is_sam_and_declares_four_functions(template: Template) -> None:
     # Given template.yaml read with CloudFormation's short-form tags
-    # Then it is a SAM template with exactly the three handlers of the architecture
+    # Then it is a SAM template with exactly the four handlers of the architecture
     assert template.raw["Transform"] == "AWS::Serverless-2016-10-31"
     assert set(template.functions) == set(NEEDS)
 
@@ -411,8 +447,12 @@ def test_the_default_deployment_is_a_valid_configuration(template: Template) -> 
         # Then it is valid, and the resources come from the stack, not the local defaults
         if "CALLS_TABLE_NAME" in NEEDS[name]:
             assert settings.calls_table_name.startswith("call-enricher-dev-CallsTable")
-        assert settings.enrichment_queue_url.startswith("https://sqs.")
-        assert settings.sinch_secret_id.startswith("arn:aws:secretsmanager:")
+        if "ENRICHMENT_QUEUE_URL" in NEEDS[name]:
+            assert settings.enrichment_queue_url.startswith("https://sqs.")
+        if "SINCH_SECRET_ID" in NEEDS[name]:
+            assert settings.sinch_secret_id.startswith("arn:aws:secretsmanager:")
+        if "EVENT_BUS_NAME" in NEEDS[name]:
+            assert settings.event_bus_name == "call-enricher-dev-calls"
 
 
 def _parameter_extremes(template: Template) -> Iterator[tuple[str, str, str, Any]]:
@@ -509,6 +549,67 @@ def test_every_queue_is_encrypted(template: Template) -> None:
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
 
 
+def test_every_queue_refuses_plain_http(template: Template) -> None:
+    # Given the queue policies' statements (the example consumer's allows its rule only)
+    denied: set[str] = set()
+    for policy in template.of_type("AWS::SQS::QueuePolicy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}:
+                assert statement["Effect"] == "Deny"
+                assert {"sqs:SendMessage", "sqs:ReceiveMessage"} <= set(statement["Action"])
+                denied |= refs(statement["Resource"])
+    # Then every queue of ours that carries call IDs or stream positions denies plain HTTP
+    assert denied == {"EnrichmentQueue", "EnrichmentDeadLetterQueue", "PublisherFailureQueue"}
+
+
+# --------------------------------------------------------------------------------------------
+# calls table stream -> publisher (the outbox)
+# --------------------------------------------------------------------------------------------
+
+
+def test_only_the_publisher_is_triggered_by_the_calls_table_stream(template: Template) -> None:
+    # Given every function's DynamoDB stream events
+    triggered = {n: stream_events(f) for n, f in template.functions.items() if stream_events(f)}
+    (table,) = template.of_type("AWS::DynamoDB::Table")
+    # Then exactly one function reads the stream: the publisher, once, from the calls table
+    assert set(triggered) == {PUBLISHER}
+    (mapping,) = triggered[PUBLISHER].values()
+    assert mapping["Stream"] == {"Fn::GetAtt": [table, "StreamArn"]}
+    # and it publishes what the stream holds when it is created, not only what comes after
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    # and one batch per shard at a time: a call's changes are published in the order written
+    assert mapping.get("ParallelizationFactor", 1) == 1
+
+
+def test_the_stream_mapping_isolates_a_failing_record_and_records_what_it_gives_up(
+    template: Template,
+) -> None:
+    (mapping,) = stream_events(template.function_properties(PUBLISHER)).values()
+    # Partial batch responses: the checkpoint moves to the first failed record
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # A failing batch is split until the failing record is alone...
+    assert mapping["BisectBatchOnFunctionError"] is True
+    # ...retried a bounded number of times (never -1: a poison record would block the shard
+    # for the stream's whole 24 h)...
+    assert mapping["MaximumRetryAttempts"] == {"Ref": "PublisherMaxRetryAttempts"}
+    retries = template.parameters["PublisherMaxRetryAttempts"]
+    assert retries["Default"] == 10
+    assert 0 <= retries["MinValue"] <= retries["MaxValue"] <= 10_000
+    assert 60 <= mapping["MaximumRecordAgeInSeconds"] <= 86_400
+    # ...then its position goes to the failure queue
+    (queue,) = on_failure_queues(template.function_properties(PUBLISHER))
+    assert mapping["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
+    failure_queue = template.resources[queue]["Properties"]
+    assert failure_queue["MessageRetentionPeriod"] == 14 * 86_400
+    assert "RedrivePolicy" not in failure_queue
+    # Batch size and window within what Lambda allows for DynamoDB streams
+    assert mapping["BatchSize"] == {"Ref": "PublisherBatchSize"}
+    batch = template.parameters["PublisherBatchSize"]
+    assert batch["Default"] == 100
+    assert (batch["MinValue"], batch["MaxValue"]) == (1, 1000)
+    assert mapping["MaximumBatchingWindowInSeconds"] in (0, 1)
+
+
 # --------------------------------------------------------------------------------------------
 # table, bus
 # --------------------------------------------------------------------------------------------
@@ -527,6 +628,8 @@ def test_the_calls_table(template: Template) -> None:
     assert "expiresAt" in (LIBRARY / "call_enricher" / "storage.py").read_text(encoding="utf-8")
     assert table["DeletionPolicy"] == "Retain"
     assert table["UpdateReplacePolicy"] == "Retain"
+    # The outbox: every change with both images (the publisher derives events from the pair)
+    assert props["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
 
 
 def test_the_bus_its_archive_and_the_example_consumer(template: Template) -> None:
@@ -542,11 +645,10 @@ def test_the_bus_its_archive_and_the_example_consumer(template: Template) -> Non
         "source": [{"Ref": "EventSource"}],
         "detail-type": ["Call Enriched"],
     }
-    # The functions publish with the same source the rule and the archive match.
-    for name in ("QueueEnricherFunction", "HttpApiFunction"):
-        assert environment(template.function_properties(name))["EVENT_SOURCE"] == {
-            "Ref": "EventSource"
-        }
+    # The publisher publishes with the same source the rule and the archive match, on this bus.
+    publisher_env = environment(template.function_properties(PUBLISHER))
+    assert publisher_env["EVENT_SOURCE"] == {"Ref": "EventSource"}
+    assert publisher_env["EVENT_BUS_NAME"] == {"Ref": bus}
     assert (
         Settings.model_fields["event_source"].default
         == (template.parameters["EventSource"]["Default"])
@@ -666,18 +768,78 @@ def test_no_role_uses_managed_policies(template: Template) -> None:
         assert "Policies" not in template.resources[name]["Properties"], name
 
 
+def test_only_the_stream_publisher_may_publish_events(template: Template) -> None:
+    # Given every policy statement of the template
+    publishers = {
+        name
+        for name, statement in _all_policy_statements(template)
+        if statement["Effect"] == "Allow" and "events:PutEvents" in as_list(statement["Action"])
+    }
+    # Then only the publisher's role may call PutEvents (the table is the outbox)...
+    assert publishers == {role_of(template.function_properties(PUBLISHER))}
+    # ...on our bus only, in a statement of its own
+    (bus,) = template.of_type("AWS::Events::EventBus")
+    (statement,) = [
+        s
+        for s in statements(template, role_of(template.function_properties(PUBLISHER)))
+        if "events:PutEvents" in as_list(s["Action"])
+    ]
+    assert as_list(statement["Action"]) == ["events:PutEvents"]
+    assert statement["Resource"] == {"Fn::GetAtt": [bus, "Arn"]}
+
+
+def test_the_publisher_role_grants_the_stream_mapping_and_one_write_on_the_table(
+    template: Template,
+) -> None:
+    function = template.function_properties(PUBLISHER)
+    (table,) = trigger_streams(function)
+    (failure_queue,) = on_failure_queues(function)
+    by_resource: dict[str, set[str]] = {}
+    for statement in statements(template, role_of(function)):
+        key = json.dumps(statement["Resource"], sort_keys=True)
+        by_resource.setdefault(key, set()).update(as_list(statement["Action"]))
+
+    def on(resource: Any) -> set[str]:
+        return by_resource.get(json.dumps(resource, sort_keys=True), set())
+
+    # The mapping reads the stream (and only the stream, not the table)
+    assert on({"Fn::GetAtt": [table, "StreamArn"]}) == STREAM_POLLER_ACTIONS
+    # and sends the batches it gives up on to its OnFailure queue
+    assert on({"Fn::GetAtt": [failure_queue, "Arn"]}) == ON_FAILURE_ACTIONS
+    # The code records an event EventBridge never accepts on the item: one write, no reads
+    assert on({"Fn::GetAtt": [table, "Arn"]}) == {"dynamodb:UpdateItem"}
+    # and it never touches the queue, the secret or anything else
+    group = function["LoggingConfig"]["LogGroup"]["Ref"]
+    (bus,) = template.of_type("AWS::Events::EventBus")
+    assert set(by_resource) == {
+        json.dumps(r, sort_keys=True)
+        for r in (
+            {"Fn::GetAtt": [table, "StreamArn"]},
+            {"Fn::GetAtt": [failure_queue, "Arn"]},
+            {"Fn::GetAtt": [table, "Arn"]},
+            {"Fn::GetAtt": [bus, "Arn"]},
+            {"Fn::GetAtt": [group, "Arn"]},
+            "*",
+        )
+    }
+
+
 def test_the_secret_is_read_with_the_narrowest_permission(template: Template) -> None:
     parameter = template.parameters["SinchSecretArn"]
     assert parameter["Type"] == "String"
     assert "Default" not in parameter
     assert parameter["AllowedPattern"].startswith("^arn:aws")
     for name, function in template.functions.items():
-        assert environment(function)["SINCH_SECRET_ID"] == {"Ref": "SinchSecretArn"}
         reads = [
             s
             for s in statements(template, role_of(function))
             if "secretsmanager:GetSecretValue" in as_list(s["Action"])
         ]
+        if "SINCH_SECRET_ID" not in NEEDS[name]:  # the publisher never talks to Sinch
+            assert "SINCH_SECRET_ID" not in environment(function), name
+            assert not reads, name
+            continue
+        assert environment(function)["SINCH_SECRET_ID"] == {"Ref": "SinchSecretArn"}
         assert len(reads) == 1, name
         assert as_list(reads[0]["Action"]) == ["secretsmanager:GetSecretValue"]
         assert reads[0]["Resource"] == {"Ref": "SinchSecretArn"}
@@ -696,6 +858,8 @@ def test_every_resource_a_function_may_touch_reaches_it_by_environment_variable(
         env_refs = refs(environment(function))
         own_log_group = function["LoggingConfig"]["LogGroup"]["Ref"]
         trigger_queues = {e["Queue"]["Fn::GetAtt"][0] for e in sqs_events(function).values()}
+        streams = {json.dumps({"Fn::GetAtt": [t, "StreamArn"]}) for t in trigger_streams(function)}
+        destinations = on_failure_queues(function)
         granted_on: set[str] = set()
         for statement in statements(template, role_of(function)):
             targets = refs(statement["Resource"])
@@ -708,6 +872,10 @@ def test_every_resource_a_function_may_touch_reaches_it_by_environment_variable(
                 continue
             if actions <= SQS_POLLER_ACTIONS and targets <= trigger_queues:
                 continue  # used by the event source mapping, not by the code
+            if actions <= STREAM_POLLER_ACTIONS and json.dumps(statement["Resource"]) in streams:
+                continue  # the stream mapping reads the stream, the code never does
+            if actions <= ON_FAILURE_ACTIONS and targets <= destinations:
+                continue  # the stream mapping's OnFailure destination
             # Then the code can only find what it may touch through its environment
             assert targets <= env_refs, f"{name}: {sorted(targets - env_refs)} not in its env"
         # and everything it is told about, it may use
@@ -789,6 +957,10 @@ def test_each_role_grants_exactly_the_aws_actions_its_handler_code_uses(
     infrastructure |= STAR_RESOURCE_ACTIONS
     if sqs_events(function):
         infrastructure |= SQS_POLLER_ACTIONS
+    if stream_events(function):
+        infrastructure |= STREAM_POLLER_ACTIONS
+        if on_failure_queues(function):
+            infrastructure |= ON_FAILURE_ACTIONS
     # Then nothing the code calls is denied, and nothing is granted that the code never calls
     assert used, "the scan found no AWS call at all"
     assert used <= granted, f"denied at run time: {sorted(used - granted)}"
@@ -849,6 +1021,52 @@ def test_alarms_cover_the_dlq_the_backlog_each_function_and_sinch(template: Temp
         assert "OKActions" in alarm
 
 
+def test_alarms_cover_the_publisher_its_failure_queue_its_lag_and_rejected_events(
+    template: Template,
+) -> None:
+    # Given the publisher and the queue its stream mapping gives up to
+    function = template.function_properties(PUBLISHER)
+    (failure_queue,) = on_failure_queues(function)
+    # Then a batch given up on alarms at once
+    given_up = _alarm_for(
+        template,
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"Fn::GetAtt": [failure_queue, "QueueName"]},
+    )
+    assert (given_up["Threshold"], given_up["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    # and so does an event EventBridge can never accept (the publisher's own metric)
+    variables = template.function_globals["Environment"]["Variables"]
+    rejected = _alarm_for(
+        template,
+        variables["POWERTOOLS_METRICS_NAMESPACE"],
+        "EventsRejected",
+        variables["POWERTOOLS_SERVICE_NAME"],
+    )
+    assert rejected["Dimensions"] == [{"Name": "service", "Value": "call-enricher"}]
+    assert rejected["Statistic"] == "Sum"
+    assert rejected["Threshold"] == 1
+    assert rejected["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert rejected["Period"] == 300
+    # and events lagging behind the table for five minutes
+    lag = _alarm_for(template, "AWS/Lambda", "IteratorAge", {"Ref": PUBLISHER})
+    assert lag["Statistic"] == "Maximum"
+    assert lag["ComparisonOperator"] == "GreaterThanThreshold"
+    assert lag["Period"] * lag["EvaluationPeriods"] == 300
+    assert lag.get("DatapointsToAlarm", lag["EvaluationPeriods"]) == lag["EvaluationPeriods"]
+    assert 0 < lag["Threshold"] <= 300_000  # milliseconds
+    # (its Errors and Throttles alarms are checked with every other function's), all sent where
+    # the other alarms go
+    dlq = {"Fn::GetAtt": [find_queue_pair(template)[1], "QueueName"]}
+    dlq_alarm = _alarm_for(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq)
+    for alarm in (given_up, rejected, lag):
+        assert alarm["AlarmActions"] == alarm["OKActions"] == dlq_alarm["AlarmActions"]
+    for alarm in _alarms(template):
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert "AlarmActions" in alarm
+        assert "OKActions" in alarm
+
+
 def test_the_alarm_topic_is_optional(template: Template) -> None:
     conditions = template.raw["Conditions"]
     assert {"CreateAlarmTopic", "HasAlarmTopicArn", "HasAlarmActions"} <= set(conditions)
@@ -872,6 +1090,9 @@ def test_outputs(template: Template) -> None:
     assert outputs["EventBusArn"]["Value"] == {"Fn::GetAtt": [bus, "Arn"]}
     assert outputs["CallsTableName"]["Value"] == {"Ref": table}
     assert "ExampleConsumerQueueUrl" in outputs
+    (failure_queue,) = on_failure_queues(template.function_properties(PUBLISHER))
+    assert outputs["PublisherFailureQueueUrl"]["Value"] == {"Ref": failure_queue}
+    assert outputs["StreamPublisherFunctionName"]["Value"] == {"Ref": PUBLISHER}
 
 
 def test_no_hard_coded_physical_names(template: Template) -> None:
@@ -905,6 +1126,8 @@ def test_every_parameter_has_a_default_except_the_secret_arn(template: Template)
         "Tracing",
         "SinchCallbackPath",
         "ArchiveRetentionDays",
+        "PublisherBatchSize",
+        "PublisherMaxRetryAttempts",
         "AlarmEmail",
     }
     assert required <= set(template.parameters)
@@ -1140,10 +1363,34 @@ def test_the_deployed_api_requires_sigv4_except_on_the_callback_route(sam_tools:
     # and SAM attached no generated role: every function uses the role written here
     assert not [n for n, r in resources.items() if n.endswith("Role") and "Function" in n]
     functions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
-    assert len(functions) == 3
+    assert len(functions) == 4
     for function in functions:
         assert function["Properties"]["LoggingConfig"]["LogFormat"] == "JSON"
         assert function["Properties"]["Architectures"] == ["arm64"]
+
+
+@pytest.mark.slow
+def test_the_deployed_stream_mapping_keeps_its_error_handling(sam_tools: Path) -> None:
+    # Given the CloudFormation that SAM generates from template.yaml
+    result = run_tool(
+        [sam_tools / "python", "-c", _TRANSLATE, TEMPLATE_PATH], env=offline_env(), timeout=300
+    )
+    assert result.returncode == 0, result.output
+    resources = json.loads(result.stdout)["Resources"]
+    mappings = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    streams = [m["Properties"] for m in mappings if "StreamArn" in json.dumps(m)]
+    # Then the one stream mapping carries every error-handling setting through the transform
+    (mapping,) = streams
+    assert mapping["FunctionName"] == {"Ref": PUBLISHER}
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["CallsTable", "StreamArn"]}
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["MaximumRetryAttempts"] == {"Ref": "PublisherMaxRetryAttempts"}
+    assert mapping["ParallelizationFactor"] == 1
+    assert mapping["DestinationConfig"] == {
+        "OnFailure": {"Destination": {"Fn::GetAtt": ["PublisherFailureQueue", "Arn"]}}
+    }
 
 
 EM_AARCH64 = 183
@@ -1194,7 +1441,7 @@ def test_sam_build_ships_an_aarch64_layer_within_lambda_limits(
         )
     assert unzipped < 200 * 1024 * 1024
     # and the functions' own artefacts are just their handler code (no dependencies)
-    for function in ("QueueEnricherFunction", "HttpApiFunction", "SinchCallbacksFunction"):
+    for function in sorted(NEEDS):
         built = sam_build / function
         assert built.is_dir()
         assert not list(built.rglob("*.dist-info")), function
