@@ -2,8 +2,9 @@
 
 Routes (contract: ``call_enricher.api_models``; document: ``openapi.json``):
 
-* ``POST /calls``                 enqueue 1-100 call IDs            -> 202 accepted/rejected
-* ``GET /calls/{callId}``         the stored enriched record        -> 200 (ETag) / 304 / 404
+* ``POST /calls``                 enqueue 1-100 call IDs            -> 202 / 422 (all rejected)
+* ``GET /calls/{callId}``         the call's state: enriched or     -> 200 (ETag) / 304 / 404
+                                  failed (404: never processed)
 * ``POST /calls/{callId}/enrich`` enrich now, synchronously         -> 200 / 404 / 422 / 502 / 504
 * ``GET /openapi.json``           this API's OpenAPI document
 
@@ -12,6 +13,7 @@ Thin: the pipeline, the queue and the store do the work; this file maps HTTP to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Annotated, Any
 
@@ -26,8 +28,9 @@ from call_enricher.callid import validate_call_id
 from call_enricher.errors import CallEnricherError, InvalidCallIdError
 from call_enricher.messages import EnrichmentRequest
 from call_enricher.observability import logger, metrics, tracer
-from call_enricher.pipeline import Disposition, Outcome, WorkItem
 from call_enricher.runtime import get_service
+from call_enricher.service import Disposition, Outcome, WorkItem
+from call_enricher.state import StoredCall
 
 SYNC_BUDGET_MS = 20_000  # well inside API Gateway's 30 s integration timeout
 _JSON = "application/json"
@@ -68,6 +71,10 @@ def _call_id(value: str) -> str:
             "description": "Accepted (see accepted/rejected)",
             "content": {_JSON: {"model": api.EnqueueResponse}},
         },
+        422: {
+            "description": "Every call ID was rejected (see details), or the body is invalid",
+            "content": {_JSON: {"model": api.ErrorResponse}},
+        },
         503: {
             "description": "No ID could be enqueued",
             "content": {_JSON: {"model": api.ErrorResponse}},
@@ -94,6 +101,13 @@ def enqueue_calls(request: Annotated[api.EnqueueRequest, Body()]) -> Response[An
             )
         )
     accepted: list[api.AcceptedCall] = []
+    if not to_send:
+        return _error(
+            422,
+            "validation-error",
+            "Every call ID was rejected; nothing was enqueued.",
+            [r.model_dump(by_alias=True) for r in rejected],
+        )
     if to_send:
         service = get_service()
         if service.queue is None:
@@ -119,8 +133,18 @@ def enqueue_calls(request: Annotated[api.EnqueueRequest, Body()]) -> Response[An
     return _json(202, api.EnqueueResponse(accepted=accepted, rejected=rejected))
 
 
-def _etag(version: int, fingerprint: str) -> str:
-    return f'"{version}-{fingerprint[:16]}"'
+def _etag(stored: StoredCall) -> str:
+    """Changes whenever the state does: a new version, or a new failure."""
+    etag = f"{stored.version or 0}-{(stored.fingerprint or '')[:16]}"
+    if stored.failure is not None:
+        failure = stored.failure
+        etag += (
+            "-f"
+            + hashlib.sha256(
+                f"{failure.fingerprint}|{failure.failed_at.isoformat()}".encode()
+            ).hexdigest()[:12]
+        )
+    return f'"{etag}"'
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -130,9 +154,25 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+def _resource(stored: StoredCall, outcome: str | None = None) -> api.CallResource:
+    failure = stored.failure
+    return api.CallResource(
+        callId=stored.call_id,
+        state=stored.state,
+        version=stored.version,
+        status=stored.status,
+        updatedAt=stored.updated_at,
+        outcome=outcome,
+        failure=api.CallFailure.model_validate(failure.model_dump(by_alias=True))
+        if failure is not None
+        else None,
+        record=stored.record,
+    )
+
+
 @app.get(
     "/calls/<callId>",
-    summary="The stored enriched record",
+    summary="The call's state: its stored record, or why it failed",
     responses={
         200: {"description": "The call", "content": {_JSON: {"model": api.CallResource}}},
         304: {"description": "Not modified (If-None-Match)"},
@@ -143,24 +183,21 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 def get_call(callId: CallIdPath) -> Response[Any]:
     call_id = _call_id(callId)
     stored = get_service().store.get(call_id)
-    if stored is None or stored.record is None:
-        return _error(404, "call-not-found", "No enriched record is stored for this call.")
-    etag = _etag(stored.version, stored.fingerprint)
+    if stored is None:
+        return _error(
+            404,
+            "call-not-found",
+            "This call ID was never processed (or is still queued).",
+        )
+    etag = _etag(stored)
     if _matches(app.current_event.headers.get("if-none-match"), etag):
         return Response(304, None, "", headers={"ETag": etag})
-    resource = api.CallResource(
-        callId=stored.call_id,
-        version=stored.version,
-        status=stored.status,
-        updatedAt=stored.updated_at,
-        record=stored.record,
-    )
-    return _json(200, resource, {"ETag": etag, "Cache-Control": "private, no-cache"})
+    return _json(200, _resource(stored), {"ETag": etag, "Cache-Control": "private, no-cache"})
 
 
 @app.post(
     "/calls/<callId>/enrich",
-    summary="Enrich one call now (synchronous)",
+    summary="Enrich one call now (synchronous); answers with the state it produced",
     responses={
         200: {"description": "The enriched call", "content": {_JSON: {"model": api.CallResource}}},
         502: {
@@ -190,33 +227,26 @@ def enrich_call(callId: CallIdPath) -> Response[Any]:
             "reason": result.error.reason if result.error else None,
         },
     )
-    succeeded = result.outcome not in (Outcome.FAILED, Outcome.RETRY, Outcome.NOT_STARTED)
-    if not succeeded or (result.disposition is Disposition.RETRY and result.enriched is None):
+    stored = result.stored
+    if stored is not None and stored.record is None and stored.state == "enriched":
+        stored = service.store.get(call_id, consistent=True)  # served from a summary
+    has_version = stored is not None and stored.version is not None
+    if result.outcome is Outcome.FAILED or (
+        result.disposition is Disposition.RETRY and not has_version
+    ):
         status, code = api.error_for(result.error, result.outcome.value)
         message = str(result.error) if result.error else "The call could not be enriched now."
-        reason = result.error.reason if result.error else result.outcome.value
-        return _error(status, code, message, {"reason": reason})
-    stored = service.store.get(call_id, consistent=True)
-    if stored is not None and stored.record is not None:
-        resource = api.CallResource(
-            callId=call_id,
-            version=stored.version,
-            status=stored.status,
-            updatedAt=stored.updated_at,
-            outcome=result.outcome.value,
-            record=stored.record,
-        )
-    elif result.enriched is not None:
-        resource = api.CallResource(
-            callId=call_id,
-            version=result.stored_version,
-            status=result.enriched.status,
-            outcome=result.outcome.value,
-            record=result.enriched.model_dump(mode="json", by_alias=True),
-        )
-    else:
+        details: dict[str, Any] = {
+            "reason": result.error.reason if result.error else result.outcome.value
+        }
+        if stored is not None:
+            details["call"] = _resource(stored, result.outcome.value).model_dump(
+                mode="json", by_alias=True
+            )
+        return _error(status, code, message, details)
+    if stored is None:
         return _error(502, "upstream-error", "The call could not be enriched now.")
-    return _json(200, resource)
+    return _json(200, _resource(stored, result.outcome.value))
 
 
 @app.get("/openapi.json", include_in_schema=False)

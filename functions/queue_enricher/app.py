@@ -2,7 +2,8 @@
 
 Thin by design: parse each message, run the batch through the pipeline (concurrently, within
 the invocation's remaining time), and report only the messages to retry. Everything else
-(classification, storage, events, re-checks) lives in the `call_enricher` layer.
+(classification, the one write per outcome, re-checks) lives in the `call_enricher` layer;
+events come from the calls table's stream (functions/stream_publisher), never from here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from call_enricher.observability import logger, metrics, tracer
-from call_enricher.pipeline import Disposition, work_item_from_message
 from call_enricher.runtime import emit_batch_metrics, get_service
+from call_enricher.service import Disposition, work_item_from_message
 
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -57,6 +57,11 @@ class Harness:
     handler: ModuleType
     stack: AwsStack
     sinch: FakeSinch
+    publisher: ModuleType
+
+    def publish(self) -> dict[str, Any]:
+        """Run the real stream publisher over the table's new stream records."""
+        return self.stack.publish(self.publisher, FakeLambdaContext())
 
     def invoke(self, *bodies: str, context: FakeLambdaContext | None = None) -> dict[str, Any]:
         event = sqs_event(*bodies)
@@ -71,7 +76,10 @@ class Harness:
         return response
 
     def events(self) -> list[dict[str, Any]]:
-        """Every event delivered since the last call, each checked against its schema."""
+        """Every event the stream publisher delivers for the table's changes since the last
+        call, each checked against its schema."""
+        response = self.publish()
+        assert response == {"batchItemFailures": []}, response
         envelopes = self.stack.events()
         for envelope in envelopes:
             jsonschema.validate(envelope["detail"], SCHEMAS[envelope["detail-type"]])
@@ -109,6 +117,9 @@ def queue_harness(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Harne
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    # botocore's account-based DynamoDB Streams endpoint ({account}.streams-ddb...) is not
+    # one in-process moto routes: use the regional one.
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     aws.reset_clients()
     with mock_aws(), FakeSinch(credentials=CREDENTIALS) as sinch:
         stack = create_aws_stack(CREDENTIALS)
@@ -125,9 +136,13 @@ def queue_harness(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Harne
             sinch.add_call(call_id_of(record), record)
         get_settings.cache_clear()
         runtime.set_service(None)
+        runtime.set_outbox(None)
         try:
-            yield Harness(load_handler("queue_enricher"), stack, sinch)
+            yield Harness(
+                load_handler("queue_enricher"), stack, sinch, load_handler("stream_publisher")
+            )
         finally:
             runtime.set_service(None)
+            runtime.set_outbox(None)
             get_settings.cache_clear()
     aws.reset_clients()

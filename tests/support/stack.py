@@ -1,15 +1,17 @@
 """AWS resources for handler tests: the calls table, the queue, the bus and the Sinch secret.
 
 Works against whatever endpoint boto3 is pointed at: in-process moto (``mock_aws``) for
-integration tests, or a moto server for end-to-end runs. A rule on the bus forwards every
-event of our source to a capture queue, so tests see the events as a consumer would.
+integration tests, or a moto server for end-to-end runs. The table has its stream (new and
+old images), which :meth:`AwsStack.publish` hands to the real stream publisher handler, as
+the event source mapping does; a rule on the bus forwards every event of our source to a
+capture queue, so tests see the events as a consumer would.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -18,6 +20,7 @@ from call_enricher import aws
 from call_enricher.sinch.auth import SinchCredentials
 
 EVENT_SOURCE = "call-enricher"
+REGION = "eu-west-1"
 _DESERIALIZER = TypeDeserializer()
 
 
@@ -28,6 +31,40 @@ class AwsStack:
     bus: str
     capture_url: str
     secret_id: str
+    stream_arn: str = ""
+    _iterators: dict[str, str] = field(default_factory=dict)
+
+    def stream_records(self) -> list[dict[str, Any]]:
+        """The stream records written since the last call, as Lambda's DynamoDB event
+        records (every shard, in order)."""
+        streams = aws.client("dynamodbstreams")
+        shards = streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+        records: list[dict[str, Any]] = []
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            iterator = self._iterators.get(shard_id) or streams.get_shard_iterator(
+                StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            while iterator:
+                page = streams.get_records(ShardIterator=iterator, Limit=1000)
+                iterator = page.get("NextShardIterator")
+                if iterator:
+                    self._iterators[shard_id] = iterator
+                records.extend(
+                    lambda_stream_record(raw, stream_arn=self.stream_arn, region=REGION)
+                    for raw in page.get("Records", [])
+                )
+                if not page.get("Records"):
+                    break
+        return records
+
+    def publish(self, handler: Any, context: Any) -> dict[str, Any]:
+        """Hand the new stream records to the stream publisher ``handler`` (one batch)."""
+        records = self.stream_records()
+        if not records:
+            return {"batchItemFailures": []}
+        response: dict[str, Any] = handler.lambda_handler({"Records": records}, context)
+        return response
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The environment variables the template gives the functions."""
@@ -76,6 +113,23 @@ class AwsStack:
         )
 
 
+def lambda_stream_record(raw: dict[str, Any], *, stream_arn: str, region: str) -> dict[str, Any]:
+    """A ``GetRecords`` record as Lambda's DynamoDB Streams event record."""
+    stream = dict(raw["dynamodb"])
+    created = stream.get("ApproximateCreationDateTime")
+    if hasattr(created, "timestamp"):
+        stream["ApproximateCreationDateTime"] = created.timestamp()
+    return {
+        "eventID": raw.get("eventID"),
+        "eventName": raw.get("eventName"),
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": region,
+        "dynamodb": stream,
+        "eventSourceARN": stream_arn,
+    }
+
+
 def secret_string(credentials: SinchCredentials) -> str:
     return json.dumps(
         {
@@ -97,7 +151,9 @@ def create_aws_stack(credentials: SinchCredentials, *, prefix: str | None = None
         KeySchema=[{"AttributeName": "callId", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "callId", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
+    stream_arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
     queue_url = sqs.create_queue(QueueName=f"{prefix}-enrichment")["QueueUrl"]
     capture_url = sqs.create_queue(QueueName=f"{prefix}-capture")["QueueUrl"]
     capture_arn = sqs.get_queue_attributes(QueueUrl=capture_url, AttributeNames=["QueueArn"])[
@@ -119,4 +175,4 @@ def create_aws_stack(credentials: SinchCredentials, *, prefix: str | None = None
     secret_id = aws.client("secretsmanager").create_secret(
         Name=f"{prefix}/sinch", SecretString=secret_string(credentials)
     )["ARN"]
-    return AwsStack(table, queue_url, bus, capture_url, secret_id)
+    return AwsStack(table, queue_url, bus, capture_url, secret_id, stream_arn)

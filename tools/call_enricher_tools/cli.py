@@ -98,7 +98,7 @@ def _credentials_from_env() -> Any:
 
 def cmd_enrich(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from call_enricher.callid import validate_call_id
-    from call_enricher.pipeline import fetch_and_enrich
+    from call_enricher.service import fetch_and_enrich
     from call_enricher.sinch.auth import AuthScheme
     from call_enricher.sinch.client import SinchClient
     from call_enricher.sinch.regions import resolve_base_url

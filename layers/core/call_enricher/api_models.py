@@ -14,11 +14,12 @@ Status codes and their ``code``:
 status  code                        when
 ======  ==========================  ==================================================
 400     malformed-json              the body is not JSON
-404     call-not-found / not-found  unknown call (stored or at Sinch) / unknown route
+404     call-not-found / not-found  never processed, or Sinch does not know it / no route
 405     method-not-allowed          (API Gateway answers unknown routes itself)
 413     payload-too-large           body over :data:`MAX_BODY_BYTES`
 415     unsupported-media-type      a body that is not ``application/json``
-422     validation-error            a field is invalid (``details`` names each one)
+422     validation-error            a field is invalid (``details`` names each one); on
+                                    ``POST /calls``: every call ID was rejected
 422     invalid-record              Sinch returned a record we cannot accept
 502     upstream-error              Sinch or AWS failed (after retries)
 503     queue-unavailable           ``POST /calls``: not a single ID could be enqueued
@@ -44,6 +45,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_CALL_IDS",
     "AcceptedCall",
+    "CallFailure",
     "CallResource",
     "EnqueueRequest",
     "EnqueueResponse",
@@ -118,20 +120,50 @@ class EnqueueResponse(_Strict):
     rejected: list[RejectedCall]
 
 
+class CallFailure(_Strict):
+    """Why the last attempt at a call failed (the stored failure state)."""
+
+    reason: Annotated[str, Field(description="Stable kebab-case reason (call-not-found, ...).")]
+    error_class: Annotated[str, Field(alias="errorClass")]
+    message: str
+    sinch_error_code: Annotated[int | None, Field(alias="sinchErrorCode")] = None
+    sinch_reference: Annotated[str | None, Field(alias="sinchReference")] = None
+    http_status: Annotated[int | None, Field(alias="httpStatus")] = None
+    attempts: int | None = None
+    failed_at: Annotated[datetime, Field(alias="failedAt")]
+    entry_path: Annotated[str | None, Field(alias="entryPath")] = None
+
+
 class CallResource(_Strict):
-    """A stored, enriched call."""
+    """A call's state as the service holds it: enriched (a version), or failed."""
 
     call_id: Annotated[str, Field(alias="callId")]
-    version: Annotated[int | None, Field(description="Stored version (increments on change).")]
-    status: Annotated[str, Field(description="FINAL, ONGOING, or a value Sinch sent.")]
+    state: Annotated[
+        Literal["enriched", "failed"],
+        Field(
+            description="enriched: the last attempt stored a version; failed: it failed (see"
+            " `failure`; `record` is the last stored version, if any)."
+        ),
+    ] = "enriched"
+    version: Annotated[
+        int | None, Field(description="Stored version (increments on change); null: none yet.")
+    ]
+    status: Annotated[
+        str | None,
+        Field(description="FINAL, ONGOING, or a value Sinch sent; null when no version is stored."),
+    ]
     updated_at: Annotated[datetime | None, Field(alias="updatedAt")] = None
     outcome: Annotated[
         str | None,
         Field(description="POST .../enrich only: enriched, unchanged, served-from-store, ..."),
     ] = None
+    failure: Annotated[
+        CallFailure | None, Field(description="The failure of the last attempt; null: none.")
+    ] = None
     record: Annotated[
-        dict[str, Any], Field(description="The enriched record (see events/schemas).")
-    ]
+        dict[str, Any] | None,
+        Field(description="The enriched record (see events/schemas); null when none is stored."),
+    ] = None
 
 
 class ErrorBody(_Strict):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from botocore.config import Config
@@ -49,6 +50,7 @@ __all__ = [
     "READ_TIMEOUT_SECONDS",
     "THROTTLING_ERROR_CODES",
     "WIRE_LOGGERS",
+    "backoff_delay",
     "client",
     "client_config",
     "error_code",
@@ -169,6 +171,16 @@ def reset_clients() -> None:
         _clients.clear()
         _session = None
         _config = None
+
+
+BACKOFF_BASE_SECONDS = 0.1
+BACKOFF_CAP_SECONDS = 2.0
+
+
+def backoff_delay(attempt: int, random: Callable[[], float]) -> float:
+    """Full-jitter exponential backoff before resend ``attempt`` (1 = the first resend) of
+    an AWS batch call's leftovers: ``random() * min(cap, base * 2**attempt)``."""
+    return float(random() * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))
 
 
 def error_code(exc: BaseException) -> str:

@@ -97,6 +97,14 @@ class SinchTimeoutError(TransientError):
     reason = "sinch-timeout"
 
 
+class SinchGarbledResponseError(TransientError):
+    """Sinch answered 2xx with a body that is not JSON at all (empty, cut short, a proxy's
+    HTML page): the transport failed, not the record, so it is asked again. Valid JSON that
+    fails validation is :class:`InvalidRecordError` (permanent)."""
+
+    reason = "sinch-garbled-response"
+
+
 class DeadlineExceededError(TransientError):
     """The caller's deadline (e.g. the Lambda's remaining time) would be exceeded."""
 

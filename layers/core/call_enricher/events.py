@@ -6,7 +6,7 @@ Two detail types, both with source ``EVENT_SOURCE`` (default ``call-enricher``):
     One event per stored version of a call's enriched record: the record itself, its
     ``version`` (1, 2, ...), and the status of the version before it (``previousStatus``).
     ``eventId`` is ``{callId}:v{version}``: deterministic, so the rare duplicate of
-    at-least-once delivery (a crash between ``PutEvents`` and the publish marker) carries the
+    at-least-once delivery (the stream publisher retried after ``PutEvents``) carries the
     same ID and consumers can dedupe on it. An ONGOING call yields ONGOING versions, then a
     FINAL one; a FINAL version is never followed by an ONGOING one.
 
@@ -16,9 +16,13 @@ Two detail types, both with source ``EVENT_SOURCE`` (default ``call-enricher``):
     ``malformed-message``, ...), ``not-final-in-time`` (still ONGOING past the re-check
     horizon) or ``event-too-large`` / ``event-rejected`` (the record is stored, but its
     ``Call Enriched`` event can never be accepted by EventBridge), with Sinch's error code and
-    reference when Sinch answered. ``eventId`` is
-    derived from the call ID (or ``unknown``), the reason and the source message ID, so a
-    redelivered message yields the same ID.
+    reference when Sinch answered. One event per stored failure state: a redelivered message
+    that fails the same way stores nothing new and announces nothing. ``eventId`` is
+    derived from the call ID (or ``unknown``), the reason and the stored state change, so a
+    replayed stream record yields the same ID.
+
+Both are built here from the calls table's old and new images (:func:`events_for_change`),
+by the stream publisher only: the table is the outbox.
 
 Versioning: ``schemaVersion`` is semantic. Minor versions only add optional fields, and
 consumers must ignore fields they do not know (the schemas allow them); a major version
@@ -32,33 +36,34 @@ Privacy: details carry what the enriched record carries; the failure event's fre
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from call_enricher.enrichment import EnrichedCall
-from call_enricher.errors import CallEnricherError, ErrorClass, PermanentError
-from call_enricher.publishing import (
-    DETAIL_TYPE_CALL_ENRICHED,
-    DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
-    OutgoingEvent,
-)
+from call_enricher.errors import ErrorClass, PermanentError
+from call_enricher.model import format_utc
+from call_enricher.redact import MAX_TEXT_CHARS, RAW_CALL_ID_CHARS
+from call_enricher.state import MESSAGE_KEY_PREFIX, Failure, StoredCall
 
 __all__ = [
+    "DETAIL_TYPE_CALL_ENRICHED",
+    "DETAIL_TYPE_CALL_ENRICHMENT_FAILED",
     "EVENT_SCHEMA_VERSION",
     "REASON_NOT_FINAL_IN_TIME",
     "CallEnrichedDetail",
     "CallEnrichmentFailedDetail",
-    "StoredCallLike",
+    "OutgoingEvent",
     "call_enriched_event",
     "call_enriched_event_id",
     "call_enrichment_failed_event",
     "call_enrichment_failed_event_id",
-    "mask_phone_like",
+    "events_for_change",
 ]
+
+DETAIL_TYPE_CALL_ENRICHED = "Call Enriched"
+DETAIL_TYPE_CALL_ENRICHMENT_FAILED = "Call Enrichment Failed"
 
 EVENT_SCHEMA_VERSION = "1.0.0"
 """Version of both details (semantic; see the module docstring)."""
@@ -66,14 +71,29 @@ EVENT_SCHEMA_VERSION = "1.0.0"
 REASON_NOT_FINAL_IN_TIME = "not-final-in-time"
 """Failure reason: the call was still ONGOING after ``RECHECK_MAX_AGE_SECONDS``."""
 
-MAX_MESSAGE_CHARS = 1000
-RAW_CALL_ID_CHARS = 40
+MAX_MESSAGE_CHARS = MAX_TEXT_CHARS
 
 _SCHEMA_VERSION_PATTERN = r"^1\.\d+\.\d+$"
 _REASON_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
-# A standalone run of 7 to 15 digits (optionally after "+"): what a phone number looks like.
-# Digit runs inside an alphanumeric token (hex call IDs) are left alone.
-_PHONE_LIKE = re.compile(r"(?<![0-9A-Za-z])\+?\d{7,15}(?![0-9A-Za-z])")
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """One event to publish.
+
+    Attributes:
+        key: the caller's correlation key (e.g. a stream record's sequence number); the
+            publisher's results are per key.
+        detail_type: ``DetailType`` (:data:`DETAIL_TYPE_CALL_ENRICHED`, ...).
+        detail: the event detail, a JSON-ready dict (sent as compact JSON).
+        resources: optional ``Resources`` (ARNs) of the entry.
+    """
+
+    key: str
+    detail_type: str
+    detail: dict[str, Any]
+    resources: tuple[str, ...] = ()
+
 
 _CONTEXT_DESCRIPTION = (
     "The producer's free-form correlation object from the request (SQS message `context`,"
@@ -196,7 +216,8 @@ class CallEnrichmentFailedDetail(_Detail):
             min_length=1,
             description=(
                 "Deterministic ID `{callId or 'unknown'}:failed:{reason}:{digest}`, the digest"
-                " derived from the source message ID: a redelivered message has the same ID."
+                " derived from the stored failure state: a redelivered or replayed announcement"
+                " of the same failure has the same ID."
             ),
             examples=["4398599d1ba84ef3bde0a82dfb61abed:failed:call-not-found:0f1e2d3c4b5a6978"],
         ),
@@ -287,56 +308,27 @@ class CallEnrichmentFailedDetail(_Detail):
     ]
 
 
-class StoredCallLike(Protocol):
-    """What :func:`call_enriched_event` needs from a stored call (``storage.StoredCall``)."""
-
-    @property
-    def call_id(self) -> str: ...
-
-    @property
-    def version(self) -> int: ...
-
-    @property
-    def status(self) -> str: ...
-
-    @property
-    def updated_at(self) -> datetime: ...
-
-    @property
-    def record(self) -> dict[str, Any] | None: ...
-
-
 def call_enriched_event_id(call_id: str, version: int) -> str:
     """``{callId}:v{version}``: the ID of a stored version's ``Call Enriched`` event."""
     return f"{call_id}:v{version}"
 
 
-def call_enrichment_failed_event_id(call_id: str | None, reason: str, source_id: str) -> str:
+def call_enrichment_failed_event_id(call_id: str | None, reason: str, state_id: str) -> str:
     """The ID of a ``Call Enrichment Failed`` event (see :class:`CallEnrichmentFailedDetail`)."""
-    digest = hashlib.sha256(source_id.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+    digest = hashlib.sha256(state_id.encode("utf-8", "backslashreplace")).hexdigest()[:16]
     return f"{call_id or 'unknown'}:failed:{reason}:{digest}"
 
 
-def call_enriched_event(
-    *,
-    key: str,
-    stored: StoredCallLike,
-    previous_status: str | None,
-    context: Mapping[str, Any] | None = None,
-    entry_path: str | None = None,
-    resources: tuple[str, ...] = (),
-) -> OutgoingEvent:
-    """The ``Call Enriched`` event of ``stored`` (a saved version, with its record).
-
-    Built from the stored state, so the event rebuilt after a crash is the same event.
-    ``key`` is the caller's correlation key for :meth:`EventPublisher.publish` results.
+def call_enriched_event(stored: StoredCall, *, key: str = "") -> OutgoingEvent:
+    """The ``Call Enriched`` event of the version ``stored`` holds (rebuilt identically from
+    the same image: a retried or replayed stream record gives the same event).
 
     Raises:
-        ValueError: ``stored`` was read without its record.
+        ValueError: ``stored`` holds no version (a failure of a call never enriched).
         PermanentError: the stored record does not match the current ``EnrichedCall`` model.
     """
-    if stored.record is None:
-        raise ValueError(f"stored call {stored.call_id} v{stored.version} has no record")
+    if stored.record is None or stored.version is None or stored.status is None:
+        raise ValueError(f"stored call {stored.call_id} holds no version")
     try:
         record = EnrichedCall.model_validate(stored.record)
     except ValidationError as exc:
@@ -350,101 +342,60 @@ def call_enriched_event(
         call_id=stored.call_id,
         version=stored.version,
         status=stored.status,
-        previous_status=previous_status,
-        stored_at=stored.updated_at,
+        previous_status=stored.previous_status,
+        stored_at=stored.updated_at or stored.created_at,
         record=record,
-        context=dict(context) if context is not None else None,
-        entry_path=entry_path,
+        context=stored.context,
+        entry_path=stored.entry_path,
     )
     return OutgoingEvent(
-        key=key,
+        key=key or detail.event_id,
         detail_type=DETAIL_TYPE_CALL_ENRICHED,
         detail=detail.model_dump(mode="json", by_alias=True),
-        resources=resources,
     )
 
 
 def call_enrichment_failed_event(
-    *,
-    key: str,
-    error: CallEnricherError,
-    call_id: str | None,
-    raw_call_id: str | None = None,
-    reason: str | None = None,
-    attempts: int | None = None,
-    context: Mapping[str, Any] | None = None,
-    source_id: str | None = None,
-    entry_path: str | None = None,
-    failed_at: datetime | None = None,
-    resources: tuple[str, ...] = (),
+    key: str, failure: Failure, *, event_key: str = ""
 ) -> OutgoingEvent:
-    """The ``Call Enrichment Failed`` event for ``error``.
-
-    Args:
-        key: the caller's correlation key (results of :meth:`EventPublisher.publish`).
-        error: the failure; its ``reason``, class, message and Sinch diagnostics are copied.
-        call_id: the validated call ID, or ``None`` when the message had none.
-        raw_call_id: when ``call_id`` is ``None``: what the message carried (escaped, cut and
-            masked here).
-        reason: overrides ``error.reason`` (e.g. :data:`REASON_NOT_FINAL_IN_TIME`).
-        attempts: Sinch attempts for this request.
-        context, entry_path: from the request.
-        source_id: the source message / request ID the event ID derives from (default ``key``).
-        failed_at: when the failure was decided (default: now).
-    """
-    final_reason = reason or error.reason
+    """The ``Call Enrichment Failed`` event of the failure state stored under ``key``."""
+    state_id = f"{key}|{failure.fingerprint}|{format_utc(failure.failed_at)}"
+    call_id = failure.call_id if key.startswith(MESSAGE_KEY_PREFIX) else key
     detail = CallEnrichmentFailedDetail(
-        event_id=call_enrichment_failed_event_id(call_id, final_reason, source_id or key),
+        event_id=call_enrichment_failed_event_id(call_id, failure.reason, state_id),
         call_id=call_id,
-        raw_call_id=_raw_call_id(raw_call_id) if call_id is None else None,
-        reason=final_reason,
-        error_class=error.error_class,
-        message=_safe_text(error.message, MAX_MESSAGE_CHARS),
-        sinch_error_code=error.sinch_error_code,
-        sinch_reference=error.sinch_reference,
-        http_status=error.http_status,
-        attempts=attempts,
-        context=dict(context) if context is not None else None,
-        entry_path=entry_path,
-        failed_at=(failed_at or datetime.now(UTC)).astimezone(UTC),
+        raw_call_id=failure.raw_call_id if call_id is None else None,
+        reason=failure.reason,
+        error_class=ErrorClass(failure.error_class),
+        message=failure.message,
+        sinch_error_code=failure.sinch_error_code,
+        sinch_reference=failure.sinch_reference,
+        http_status=failure.http_status,
+        attempts=failure.attempts,
+        context=failure.context,
+        entry_path=failure.entry_path,
+        failed_at=failure.failed_at,
     )
     return OutgoingEvent(
-        key=key,
+        key=event_key or detail.event_id,
         detail_type=DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
         detail=detail.model_dump(mode="json", by_alias=True),
-        resources=resources,
     )
 
 
-def mask_phone_like(text: str) -> str:
-    """Mask standalone phone-number-like digit runs, keeping the last two digits."""
-    return _PHONE_LIKE.sub(_mask_match, text)
+def events_for_change(
+    old: StoredCall | None, new: StoredCall | None, *, key: str = ""
+) -> list[OutgoingEvent]:
+    """The events one change of an item announces, in order (the outbox's one rule).
 
-
-def _mask_match(match: re.Match[str]) -> str:
-    run = match.group(0)
-    plus = "+" if run.startswith("+") else ""
-    digits = run.removeprefix("+")
-    return plus + "*" * (len(digits) - 2) + digits[-2:]
-
-
-def _safe_text(text: str, limit: int) -> str:
-    masked = mask_phone_like(text)
-    return masked if len(masked) <= limit else masked[: limit - 3] + "..."
-
-
-def _raw_call_id(raw: str | None) -> str | None:
-    if raw is None or raw == "":
-        return None
-    prefix = raw[:RAW_CALL_ID_CHARS]
-    escaped = prefix.encode("ascii", "backslashreplace").decode("ascii")
-    escaped = "".join(
-        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
-        for char in escaped
-    )
-    escaped = mask_phone_like(escaped)
-    cut = len(raw) > RAW_CALL_ID_CHARS
-    limit = 2 * RAW_CALL_ID_CHARS - 3
-    if len(escaped) > limit:
-        escaped, cut = escaped[:limit], True
-    return escaped + "..." if cut else escaped
+    A new version -> ``Call Enriched``; a new failure state -> ``Call Enrichment Failed``;
+    anything else (the item removed by its TTL, a write that changed neither) -> nothing.
+    """
+    if new is None:
+        return []
+    events: list[OutgoingEvent] = []
+    if new.version is not None and (old is None or old.version != new.version):
+        events.append(call_enriched_event(new, key=key))
+    if new.failure is not None and (old is None or old.failure != new.failure):
+        events.append(call_enrichment_failed_event(new.call_id, new.failure, event_key=key))
+    return events

@@ -37,7 +37,9 @@ class MetricName(StrEnum):
     SINCH_RESPONSES = "SinchResponses"  # with a `statusCode` dimension
     SINCH_RETRIES = "SinchRetries"
     SINCH_FAILURES = "SinchFailures"  # alarmed on: transient Sinch failures after retries
-    EVENTS_PUBLISHED = "EventsPublished"
+    EVENTS_PUBLISHED = "EventsPublished"  # by the stream publisher only
+    EVENTS_PUBLISHED_BY_TYPE = "EventsPublishedByType"  # with a `detailType` dimension
+    EVENTS_REJECTED = "EventsRejected"  # alarmed on: EventBridge can never accept the event
 
 
 class TracerLike(Protocol):

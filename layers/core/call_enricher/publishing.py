@@ -1,9 +1,9 @@
 """Publishing events on the EventBridge bus (``PutEvents``), with nothing lost silently.
 
+Only the stream publisher uses it (the table is the outbox).
 :meth:`EventPublisher.publish` takes a batch of :class:`OutgoingEvent` (each tagged with the
-caller's correlation ``key``, e.g. the SQS message ID) and answers, per key, ``None``
-(published) or the error that stopped that key's event, never failing a key for a
-neighbour's problem:
+caller's correlation ``key``) and answers, per key, ``None`` (published) or the error that
+stopped that key's event, never failing a key for a neighbour's problem:
 
 1. Each entry's size is computed by EventBridge's documented rule (UTF-8 bytes of
    ``Source`` + ``DetailType`` + ``Detail`` + each ``Resources`` item, + 14 bytes for
@@ -16,11 +16,11 @@ neighbour's problem:
    (:data:`RETRYABLE_ENTRY_ERROR_CODES`: ``ThrottlingException``, ``InternalFailure``, and the
    generic internal/unavailable codes) are resent, alone, with full-jitter exponential
    backoff, up to ``max_attempts`` sends in all. What still fails fails its own key with
-   :class:`AwsUnavailableError` (transient: the message is retried).
+   :class:`AwsUnavailableError` (transient: the stream record is retried).
 4. Entries rejected for good: ``MalformedDetail``, ``InvalidArgument``, ``RedactionFailure``
    -> :class:`EventRejectedError`; authorisation failures (``AccessDeniedException``,
    ``NotAuthorizedFor*``) and unknown codes -> :class:`AwsUnavailableError` without resending
-   (a deployment fault: the message reaches the DLQ and can be redriven once fixed).
+   (a deployment fault: the stream records are retried, then go to the on-failure queue).
 5. A failure of the whole call (throttling, 5xx, connect/read timeout) that persists through
    botocore's own retries (standard mode, see :mod:`call_enricher.aws`) is retried the same
    way; if it persists, every key of that request fails with :class:`AwsUnavailableError`.
@@ -28,8 +28,8 @@ neighbour's problem:
    botocore's attempts calls, each bounded by the clients' connect/read timeouts.
 
 Results are per key: a key with several events fails if any of them fails. Nothing here
-raises for an AWS failure; the caller decides what a failed key means (an SQS batch item
-failure, an HTTP 502, ...). :class:`EventRejectedError` (a :class:`PermanentError`) says that
+raises for an AWS failure; the caller decides what a failed key means (a stream batch item
+failure). :class:`EventRejectedError` (a :class:`PermanentError`) says that
 this one entry can never be accepted, whatever the retries; a whole request refused as invalid
 is a plain :class:`PermanentError` (it may be a neighbour's fault, or a deployment's).
 """
@@ -52,6 +52,11 @@ from call_enricher.errors import (
     EventRejectedError,
     EventTooLargeError,
 )
+from call_enricher.events import (
+    DETAIL_TYPE_CALL_ENRICHED,
+    DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
+    OutgoingEvent,
+)
 
 __all__ = [
     "DETAIL_TYPE_CALL_ENRICHED",
@@ -68,9 +73,6 @@ __all__ = [
     "compact_json",
     "entry_size",
 ]
-
-DETAIL_TYPE_CALL_ENRICHED = "Call Enriched"
-DETAIL_TYPE_CALL_ENRICHMENT_FAILED = "Call Enrichment Failed"
 
 MAX_ENTRIES_PER_REQUEST = 10
 """EventBridge accepts at most 10 entries per ``PutEvents`` request."""
@@ -94,27 +96,6 @@ RETRYABLE_ENTRY_ERROR_CODES = frozenset(
 
 PERMANENT_ENTRY_ERROR_CODES = frozenset({"MalformedDetail", "InvalidArgument", "RedactionFailure"})
 """Per-entry ``ErrorCode`` values that say the entry itself can never be accepted."""
-
-
-_BACKOFF_BASE_SECONDS = 0.1
-_BACKOFF_CAP_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class OutgoingEvent:
-    """One event to publish.
-
-    Attributes:
-        key: the caller's correlation key (e.g. the SQS message ID); results are per key.
-        detail_type: ``DetailType`` (:data:`DETAIL_TYPE_CALL_ENRICHED`, ...).
-        detail: the event detail, a JSON-ready dict (sent as compact JSON).
-        resources: optional ``Resources`` (ARNs) of the entry.
-    """
-
-    key: str
-    detail_type: str
-    detail: dict[str, Any]
-    resources: tuple[str, ...] = ()
 
 
 def compact_json(value: Any) -> str:
@@ -230,8 +211,7 @@ class EventPublisher:
         last_error: dict[int, CallEnricherError] = {}
         for attempt in range(self._max_attempts):
             if attempt:
-                delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt)
-                self._sleep(self._random() * delay)
+                self._sleep(aws.backoff_delay(attempt, self._random))
             try:
                 response = self.client.put_events(Entries=[e.request_entry for e in pending])
             except (ClientError, BotoCoreError) as exc:

@@ -90,7 +90,7 @@ class EnrichmentQueue:
             last_error: dict[str, CallEnricherError] = {}
             for attempt in range(self._max_attempts):
                 if attempt:
-                    self._sleep(self._jitter() * min(2.0, 0.1 * 2**attempt))
+                    self._sleep(aws.backoff_delay(attempt, self._jitter))
                 entries = [
                     {"Id": entry_id, "MessageBody": bodies[index]}
                     for entry_id, index in pending.items()

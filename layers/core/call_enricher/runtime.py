@@ -1,8 +1,8 @@
 """Wiring for the Lambda functions: one lazily built, process-wide service per function.
 
-Clients, the secret provider, the store and the publisher are created on first use (the
-first invocation), not at import, and reused by every later invocation of a warm function.
-Tests and the local stack build their own :class:`EnrichmentService` with injected parts.
+The enrichment service (queue and API functions) and the outbox publisher (stream function)
+are created on first use and reused by every later invocation of a warm function. Tests and
+the local stack swap them with :func:`set_service` / :func:`set_outbox`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from call_enricher.observability import MetricName, logger, metrics
-from call_enricher.pipeline import BatchReport, EnrichmentService, SinchClients
+from call_enricher.outbox import OutboxPublisher, OutboxReport
+from call_enricher.service import BatchReport, EnrichmentService, SinchClients
 from call_enricher.settings import Settings, get_settings
 
 _lock = threading.Lock()
 _service: EnrichmentService | None = None
+_outbox: OutboxPublisher | None = None
 
 
 def _log(level: str, message: str, **fields: Any) -> None:
@@ -25,7 +27,6 @@ def _log(level: str, message: str, **fields: Any) -> None:
 
 def build_service(settings: Settings) -> EnrichmentService:
     """Build the production service from settings (AWS clients created lazily inside)."""
-    from call_enricher.publishing import EventPublisher
     from call_enricher.queueing import EnrichmentQueue
     from call_enricher.secrets import SecretsManagerCredentials
     from call_enricher.sinch.client import AttemptInfo, SinchClient
@@ -51,7 +52,6 @@ def build_service(settings: Settings) -> EnrichmentService:
         settings,
         sinch=SinchClients(make_client),
         store=CallStore(settings.calls_table_name, ttl_days=settings.record_ttl_days),
-        publisher=EventPublisher(settings.event_bus_name, settings.event_source),
         queue=EnrichmentQueue(settings.enrichment_queue_url)
         if settings.enrichment_queue_url
         else None,
@@ -75,6 +75,50 @@ def set_service(service: EnrichmentService | None) -> None:
         _service = service
 
 
+def build_outbox(settings: Settings) -> OutboxPublisher:
+    """Build the stream publisher from settings (AWS clients created lazily inside)."""
+    from call_enricher.publishing import EventPublisher
+    from call_enricher.storage import CallStore
+
+    return OutboxPublisher(
+        EventPublisher(settings.event_bus_name, settings.event_source),
+        CallStore(settings.calls_table_name),
+        log=_log,
+    )
+
+
+def get_outbox() -> OutboxPublisher:
+    """The process-wide outbox publisher, built on first use."""
+    global _outbox
+    with _lock:
+        if _outbox is None:
+            _outbox = build_outbox(get_settings())
+        return _outbox
+
+
+def set_outbox(outbox: OutboxPublisher | None) -> None:
+    """Replace the process-wide outbox publisher (tests, local stack)."""
+    global _outbox
+    with _lock:
+        _outbox = outbox
+
+
+def emit_outbox_metrics(report: OutboxReport) -> None:
+    """The stream publisher's figures: events published per detail type, and rejected."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    if report.published:
+        metrics.add_metric(
+            name=MetricName.EVENTS_PUBLISHED, unit=MetricUnit.Count, value=report.published
+        )
+    for detail_type, count in report.by_type.items():
+        _dimensioned_count(MetricName.EVENTS_PUBLISHED_BY_TYPE, count, "detailType", detail_type)
+    if report.rejected:
+        metrics.add_metric(
+            name=MetricName.EVENTS_REJECTED, unit=MetricUnit.Count, value=report.rejected
+        )
+
+
 def emit_batch_metrics(report: BatchReport) -> None:
     """Aggregate a batch's figures into EMF metrics (emitted when the handler returns)."""
     from aws_lambda_powertools.metrics import MetricUnit
@@ -86,8 +130,7 @@ def emit_batch_metrics(report: BatchReport) -> None:
         (MetricName.RECORDS_SERVED_FROM_STORE, "served-from-store"),
         (MetricName.RECORDS_RETRIED, "retry"),
         (MetricName.RECORDS_NOT_STARTED, "not-started"),
-        (MetricName.ONGOING_RECHECKS, "rechecks"),
-        (MetricName.EVENTS_PUBLISHED, "events_published"),
+        (MetricName.ONGOING_RECHECKS, "recheck-scheduled"),
     ):
         if counters.get(counter_key):
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=counters[counter_key])

@@ -1,60 +1,51 @@
-"""The calls table (DynamoDB, partition key ``callId``): conditional, monotonic upsert.
+"""The calls table (DynamoDB, partition key ``callId``): the source of truth and the outbox.
 
-Product guarantees
-------------------
-Every :meth:`CallStore.save` is **one** conditional ``UpdateItem`` (no read first) with
-``ReturnValues="ALL_OLD"`` and ``ReturnValuesOnConditionCheckFailure="ALL_OLD"``, so the
-outcome is known from that single call, even when the write is refused:
+Each request's outcome is **one** conditional ``UpdateItem`` on the call's item (no read
+first), and the table's stream (new and old images) is what gets published
+(:mod:`call_enricher.outbox`). The item holds the call's whole fate: its last stored version
+(if any) and, when the last outcome was a failure, that failure.
 
-* **CREATED**: no item yet -> the record is stored as version 1.
-* **UPDATED**: the fingerprint differs -> the version is incremented and the record replaced.
-  This covers ONGOING -> ONGOING (the call progressed), ONGOING -> FINAL, and
-  FINAL -> FINAL with a different fingerprint: Sinch corrected a final record (a late debit,
-  a fixed rate), which consumers must hear about, so it is accepted as a new version.
-* **UNCHANGED**: same fingerprint -> nothing is written (no version, no timestamp change).
-* **REFUSED_REGRESSION**: the stored record is FINAL and the incoming one is not (ONGOING, or
-  any other non-FINAL status such as ``UNKNOWN``) -> the write is refused. A stored record
-  never goes back from FINAL to ONGOING, whatever order messages arrive in (stale re-checks,
-  redeliveries, concurrent writers).
+Writes
+------
+:meth:`CallStore.save` stores an enriched record:
 
-Concurrent writers for one call are serialised by DynamoDB's condition: each save sees the
-exact item it replaced (``ALL_OLD``), so versions are consecutive and never skipped or reused.
+* **CREATED** / **UPDATED**: no version yet, or the fingerprint differs -> ``version`` + 1,
+  the record replaced, ``state`` = ``enriched`` and any failure removed (a version
+  supersedes a failure). ONGOING -> ONGOING, ONGOING -> FINAL and FINAL -> FINAL with a
+  different fingerprint (Sinch corrected a final record) are all new versions.
+* **UNCHANGED**: same fingerprint -> nothing is written (no stream record, no event).
+* **REFUSED_REGRESSION**: the stored record is FINAL and the incoming one is not -> refused.
+  A call never goes back from FINAL, whatever order messages arrive in.
 
-Publishing (write DynamoDB first, then publish)
------------------------------------------------
-The item carries ``publishedVersion``: the last version whose ``Call Enriched`` event was
-delivered to EventBridge (0 until then), advanced by :meth:`CallStore.mark_published`, which is
-conditional and monotonic (it never lowers the marker, never passes ``version``).
-:attr:`SaveResult.needs_publish` is ``stored.version > stored.published_version``:
+:meth:`CallStore.fail` stores a failure state (:class:`Failure`) in the same item:
 
-* a process that stored a version but crashed before publishing leaves it unpublished, so
-  the redelivered message's save (UNCHANGED) says ``needs_publish``: no lost events;
-* once published and marked, a redelivery (UNCHANGED) says no: no duplicate events in the
-  normal path (a crash between PutEvents and the marker publishes twice, which is why event
-  IDs are deterministic, ``{callId}:v{version}``, for consumers to dedupe);
-* REFUSED_REGRESSION never publishes the stale incoming record; if the stored FINAL is itself
-  unpublished, ``needs_publish`` is true *for the stored version*, returned in ``stored``.
+* **FAILED**: written; a stored version's record stays as it is.
+* **UNCHANGED**: the same failure (same :attr:`Failure.fingerprint`) is stored already.
+* **KEPT_FINAL**: a FINAL version is stored: a failure never turns a FINAL call back.
 
-Whatever the outcome, :attr:`SaveResult.stored` is the item as it now is in the table (with
-its record) and :attr:`SaveResult.previous_status` is the status of the version before
-``stored`` (``None`` for version 1). The item keeps that status as ``previousStatus``, so an
-event rebuilt from the stored state after a crash is identical to the one first intended.
+:meth:`CallStore.record_unpublishable` is the publisher's only write: the stored version's
+``Call Enriched`` event can never be accepted by EventBridge, which becomes the call's
+failure (conditional on that version still being the stored one).
 
-Item attributes (see :class:`StoredCallItem`, schema ``events/schemas/stored-call-item``):
-``callId``, ``version``, ``fingerprint``, ``status``, ``previousStatus``, ``record`` (the
-enriched record's public JSON as a DynamoDB map; its decimals are strings, so no float ever
-reaches DynamoDB), ``createdAt`` / ``updatedAt`` (ISO 8601 UTC), ``publishedVersion``,
-``schemaVersion`` and, only when ``ttl_days > 0``, ``expiresAt`` (epoch seconds, refreshed on
-every new version; removed by a new version when the TTL is turned off).
+Each write answers with the item as it now is (``ALL_NEW``, or ``ALL_OLD`` when the
+condition refused it), so its outcome is known from that single call. Concurrent writers
+are serialised by DynamoDB's condition: versions are consecutive, never skipped or reused.
+
+Item layout (:class:`StoredCall`, schema ``events/schemas/stored-call-item``): ``callId``,
+``state``, ``version``, ``fingerprint``, ``status``, ``previousStatus``, ``record`` (the
+enriched record's JSON as a DynamoDB map; no float ever reaches DynamoDB), ``context`` and
+``entryPath`` (of the request that stored the version), ``createdAt``, ``updatedAt`` (when
+the version was stored), ``failure`` (a map, absent while enriched), ``schemaVersion`` and,
+only when a TTL applies, ``expiresAt`` (epoch seconds). A message that had no valid call ID
+is stored under ``msg:{messageId}`` (:func:`message_key`) with a one-day TTL.
 
 Errors
 ------
 Conditional check failures are outcomes, not errors. Throttling, 5xx, connection and read
-timeouts raise :class:`~call_enricher.errors.AwsUnavailableError` (transient), as do
-deployment faults such as a missing table or denied access (so messages reach the DLQ and can
-be redriven). A request DynamoDB rejects as invalid (``ValidationException``, e.g. an item
-over 400 KB) raises :class:`~call_enricher.errors.PermanentError`: it can never succeed.
-See :func:`call_enricher.aws.translate_error`.
+timeouts, and deployment faults (missing table, denied access) raise
+:class:`~call_enricher.errors.AwsUnavailableError` (transient: SQS retries, then the DLQ). A
+request DynamoDB rejects as invalid (``ValidationException``, e.g. an item over 400 KB)
+raises :class:`~call_enricher.errors.PermanentError`. See :func:`call_enricher.aws.translate_error`.
 """
 
 from __future__ import annotations
@@ -66,57 +57,75 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from call_enricher import aws
 from call_enricher.errors import AwsUnavailableError, PermanentError
+from call_enricher.model import format_utc
+from call_enricher.state import (
+    FINAL,
+    MESSAGE_FAILURE_TTL_SECONDS,
+    MESSAGE_KEY_PREFIX,
+    STORED_ITEM_SCHEMA_VERSION,
+    Failure,
+    StoredCall,
+)
 
-__all__ = [
-    "BATCH_GET_LIMIT",
-    "STORED_ITEM_SCHEMA_VERSION",
-    "CallStore",
-    "EnrichedLike",
-    "SaveOutcome",
-    "SaveResult",
-    "StoredCall",
-    "StoredCallItem",
-]
-
-STORED_ITEM_SCHEMA_VERSION = "1.0.0"
-"""Version of the item layout (``schemaVersion`` attribute)."""
+__all__ = ["BATCH_GET_LIMIT", "CallStore", "WriteOutcome", "WriteResult", "parse_item"]
 
 BATCH_GET_LIMIT = 100
 """Keys per ``BatchGetItem`` request (DynamoDB's limit)."""
 
-FINAL = "FINAL"
-ONGOING = "ONGOING"
 
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 
-# Attribute names. Every expression goes through ExpressionAttributeNames: `status` is a
-# DynamoDB reserved word, and uniform placeholders keep the expressions readable.
 _NAMES = {
-    "#callId": "callId",
-    "#version": "version",
-    "#fingerprint": "fingerprint",
-    "#status": "status",
-    "#previousStatus": "previousStatus",
-    "#record": "record",
-    "#createdAt": "createdAt",
-    "#updatedAt": "updatedAt",
-    "#publishedVersion": "publishedVersion",
-    "#schemaVersion": "schemaVersion",
-    "#expiresAt": "expiresAt",
+    f"#{name}": name
+    for name in (
+        "callId",
+        "state",
+        "version",
+        "fingerprint",
+        "status",
+        "previousStatus",
+        "record",
+        "context",
+        "entryPath",
+        "createdAt",
+        "updatedAt",
+        "failure",
+        "schemaVersion",
+        "expiresAt",
+    )
 }
-_SUMMARY_ATTRIBUTES = (
-    "#callId, #version, #fingerprint, #status, #previousStatus, #createdAt, #updatedAt, "
-    "#publishedVersion, #schemaVersion, #expiresAt"
-)
+# Everything but the record: enough to decide whether a stored FINAL can be served.
+_SUMMARY = "#callId, #state, #version, #fingerprint, #status, #updatedAt, #createdAt"
+
+
+class WriteOutcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    REFUSED_REGRESSION = "refused-regression"
+    FAILED = "failed"
+    KEPT_FINAL = "kept-final"
+
+    @property
+    def wrote(self) -> bool:
+        return self in (WriteOutcome.CREATED, WriteOutcome.UPDATED, WriteOutcome.FAILED)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write did, and the item as it now is."""
+
+    outcome: WriteOutcome
+    stored: StoredCall
 
 
 class _ProvenanceLike(Protocol):
@@ -131,156 +140,59 @@ class EnrichedLike(Protocol):
     def call_id(self) -> str: ...
 
     @property
-    def status(self) -> str: ...
+    def provenance(self) -> _ProvenanceLike: ...
 
     @property
-    def provenance(self) -> _ProvenanceLike: ...
+    def status(self) -> str: ...
 
     def model_dump(self, *, mode: str, by_alias: bool) -> dict[str, Any]: ...
 
 
-class StoredCallItem(BaseModel):
-    """The calls table item, as plain JSON (the committed ``stored-call-item`` schema).
-
-    Read side of the contract: items are validated with this model when read back.
-    """
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
-
-    call_id: Annotated[str, Field(alias="callId", description="Sinch call ID (partition key).")]
-    version: Annotated[
-        int, Field(ge=1, description="Version of the stored record: 1, then +1 per change.")
-    ]
-    fingerprint: Annotated[
-        str, Field(description="Fingerprint of the stored record; same record, same value.")
-    ]
-    status: Annotated[str, Field(description="Call status of the stored record (FINAL/ONGOING).")]
-    previous_status: Annotated[
-        str | None,
-        Field(alias="previousStatus", description="Status of the previous version (null: v1)."),
-    ] = None
-    published_version: Annotated[
-        int,
-        Field(
-            alias="publishedVersion",
-            ge=0,
-            description="Last version whose Call Enriched event was published (0: none).",
-        ),
-    ] = 0
-    schema_version: Annotated[
-        str, Field(alias="schemaVersion", description="Version of this item layout.")
-    ] = STORED_ITEM_SCHEMA_VERSION
-    created_at: Annotated[
-        AwareDatetime, Field(alias="createdAt", description="When version 1 was stored (UTC).")
-    ]
-    updated_at: Annotated[
-        AwareDatetime, Field(alias="updatedAt", description="When this version was stored (UTC).")
-    ]
-    expires_at: Annotated[
-        int | None,
-        Field(alias="expiresAt", description="DynamoDB TTL, epoch seconds (absent: no TTL)."),
-    ] = None
-    record: Annotated[
-        dict[str, Any] | None,
-        Field(description="The enriched record's public JSON (see the call-enriched schema)."),
-    ] = None
+# -- the one translation between items and models ---------------------------------------
 
 
-@dataclass(frozen=True)
-class StoredCall:
-    """A call as stored. ``record`` is ``None`` when read without it (:meth:`get_many`)."""
-
-    call_id: str
-    version: int
-    fingerprint: str
-    status: str
-    published_version: int
-    created_at: datetime
-    updated_at: datetime
-    record: dict[str, Any] | None
-    expires_at: int | None
-    previous_status: str | None = None
-
-    @property
-    def is_final(self) -> bool:
-        return self.status == FINAL
-
-    @property
-    def needs_publish(self) -> bool:
-        """True while this version's ``Call Enriched`` event has not been published."""
-        return self.version > self.published_version
-
-
-class SaveOutcome(StrEnum):
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    REFUSED_REGRESSION = "refused-regression"
-
-
-@dataclass(frozen=True)
-class SaveResult:
-    """What :meth:`CallStore.save` did, and the item as it now is."""
-
-    outcome: SaveOutcome
-    stored: StoredCall
-    previous_status: str | None
-    needs_publish: bool
-
-
-def _utc_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _to_attribute_value(value: Any) -> dict[str, Any]:
-    """Serialise a JSON value for DynamoDB (floats, which boto3 refuses, become decimals)."""
-    serialized: dict[str, Any] = dict(_SERIALIZER.serialize(_floats_to_decimals(value)))
+def _attribute(value: Any) -> dict[str, Any]:
+    """A JSON value as a DynamoDB attribute (floats, which boto3 refuses, become decimals)."""
+    serialized: dict[str, Any] = dict(_SERIALIZER.serialize(_decimals(value)))
     return serialized
 
 
-def _floats_to_decimals(value: Any) -> Any:
+def _decimals(value: Any) -> Any:
     if isinstance(value, float):
         return Decimal(repr(value))
     if isinstance(value, Mapping):
-        return {key: _floats_to_decimals(item) for key, item in value.items()}
+        return {key: _decimals(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_floats_to_decimals(item) for item in value]
+        return [_decimals(item) for item in value]
     return value
 
 
-def _to_json(value: Any) -> Any:
+def _plain(value: Any) -> Any:
     """DynamoDB numbers come back as Decimal: integral ones become int, others float."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
-        return {key: _to_json(item) for key, item in value.items()}
+        return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_to_json(item) for item in value]
+        return [_plain(item) for item in value]
     return value
 
 
-def _parse_item(item: Mapping[str, Any]) -> StoredCall:
-    plain = _to_json({key: _DESERIALIZER.deserialize(value) for key, value in item.items()})
+def parse_item(item: Mapping[str, Any]) -> StoredCall:
+    """A DynamoDB item (attribute-value form: a read, a write's answer, a stream image)."""
+    plain = _plain({key: _DESERIALIZER.deserialize(value) for key, value in item.items()})
     try:
-        model = StoredCallItem.model_validate(plain)
+        return StoredCall.model_validate(plain)
     except ValidationError as exc:
-        call_id = str(plain.get("callId", "?"))[:128]
+        key = str(plain.get("callId", "?"))[:128]
         fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
         raise PermanentError(
-            f"stored item for call {call_id} is invalid (fields: {', '.join(fields)})"
+            f"stored item for call {key} is invalid (fields: {', '.join(fields)})"
         ) from None
-    return StoredCall(
-        call_id=model.call_id,
-        version=model.version,
-        fingerprint=model.fingerprint,
-        status=model.status,
-        published_version=model.published_version,
-        created_at=model.created_at,
-        updated_at=model.updated_at,
-        record=model.record,
-        expires_at=model.expires_at,
-        previous_status=model.previous_status,
-    )
+
+
+def _json_of(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class CallStore:
@@ -288,9 +200,8 @@ class CallStore:
 
     Args:
         table_name: the table (``CALLS_TABLE_NAME``).
-        ttl_days: when > 0, each new version gets ``expiresAt`` = now + ``ttl_days``.
-        client: a DynamoDB client; default :func:`call_enricher.aws.client` ``("dynamodb")``,
-            created on first use.
+        ttl_days: when > 0, each write of a call gets ``expiresAt`` = now + ``ttl_days``.
+        client: a DynamoDB client; default :func:`call_enricher.aws.client` ``("dynamodb")``.
         clock: the current time (aware), injectable for tests.
         batch_get_attempts: attempts of a ``BatchGetItem`` page that leaves unprocessed keys.
         sleep, random: backoff between those attempts (full jitter), injectable for tests.
@@ -326,7 +237,7 @@ class CallStore:
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, call_id: str, *, consistent: bool = False) -> StoredCall | None:
-        """The stored call with its record, or ``None``. Raises AwsUnavailableError."""
+        """The stored state with its record, or ``None``. Raises AwsUnavailableError."""
         try:
             response = self.client.get_item(
                 TableName=self.table_name,
@@ -336,225 +247,211 @@ class CallStore:
         except (ClientError, BotoCoreError) as exc:
             raise aws.translate_error(exc, "DynamoDB GetItem") from None
         item = response.get("Item")
-        return _parse_item(item) if item else None
+        return parse_item(item) if item else None
 
-    def get_many(
-        self, call_ids: Iterable[str], *, consistent: bool = False
-    ) -> dict[str, StoredCall]:
-        """The stored calls among ``call_ids`` (absent ones are left out), without records.
+    def get_many(self, call_ids: Iterable[str]) -> dict[str, StoredCall]:
+        """Summaries (no record, no failure) of the stored calls among ``call_ids``.
 
-        ``BatchGetItem`` in pages of 100 keys, projecting everything but the record (strongly
-        consistent when ``consistent``); keys DynamoDB leaves unprocessed (throttling, 16 MB
-        pages) are asked again with full-jitter backoff, up to ``batch_get_attempts``, then
+        ``BatchGetItem`` in pages of 100 keys; keys DynamoDB leaves unprocessed are asked
+        again with full-jitter backoff, up to ``batch_get_attempts``, then
         :class:`AwsUnavailableError`.
         """
         unique = list(dict.fromkeys(call_ids))
         found: dict[str, StoredCall] = {}
         for start in range(0, len(unique), BATCH_GET_LIMIT):
-            keys = [
-                {"callId": {"S": call_id}} for call_id in unique[start : start + BATCH_GET_LIMIT]
-            ]
-            self._batch_get(keys, found, consistent=consistent)
-        return found
-
-    def _batch_get(
-        self, keys: list[dict[str, Any]], found: dict[str, StoredCall], *, consistent: bool
-    ) -> None:
-        request: dict[str, Any] = {
-            self.table_name: {
-                "Keys": keys,
-                "ProjectionExpression": _SUMMARY_ATTRIBUTES,
-                "ExpressionAttributeNames": _names_used(_SUMMARY_ATTRIBUTES),
-                **({"ConsistentRead": True} if consistent else {}),
+            keys = [{"callId": {"S": key}} for key in unique[start : start + BATCH_GET_LIMIT]]
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": keys,
+                    "ProjectionExpression": _SUMMARY,
+                    "ExpressionAttributeNames": _names_used(_SUMMARY),
+                }
             }
-        }
-        for attempt in range(self._batch_get_attempts):
-            if attempt:
-                self._sleep(self._random() * min(2.0, 0.05 * 2**attempt))
-            try:
-                response = self.client.batch_get_item(RequestItems=request)
-            except (ClientError, BotoCoreError) as exc:
-                raise aws.translate_error(exc, "DynamoDB BatchGetItem") from None
-            for item in response.get("Responses", {}).get(self.table_name, []):
-                stored = _parse_item(item)
-                found[stored.call_id] = stored
-            unprocessed = response.get("UnprocessedKeys") or {}
-            if not unprocessed.get(self.table_name, {}).get("Keys"):
-                return
-            request = unprocessed
-        left = len(request[self.table_name]["Keys"])
-        raise AwsUnavailableError(
-            f"DynamoDB BatchGetItem left {left} keys unprocessed after "
-            f"{self._batch_get_attempts} attempts"
-        )
+            for attempt in range(self._batch_get_attempts):
+                if attempt:
+                    self._sleep(aws.backoff_delay(attempt, self._random))
+                try:
+                    response = self.client.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise aws.translate_error(exc, "DynamoDB BatchGetItem") from None
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    stored = parse_item(item)
+                    found[stored.call_id] = stored
+                request = response.get("UnprocessedKeys") or {}
+                if not request.get(self.table_name, {}).get("Keys"):
+                    break
+            else:
+                left = len(request[self.table_name]["Keys"])
+                raise AwsUnavailableError(
+                    f"DynamoDB BatchGetItem left {left} keys unprocessed after "
+                    f"{self._batch_get_attempts} attempts"
+                )
+        return found
 
     # -- writes -----------------------------------------------------------------------------
 
-    def save(self, enriched: EnrichedLike) -> SaveResult:
-        """Store ``enriched`` conditionally and monotonically (see the module docstring).
-
-        One ``UpdateItem`` in every case. Raises AwsUnavailableError (transient) or
-        PermanentError (the item can never be written, e.g. over 400 KB).
-        """
-        call_id = enriched.call_id
+    def save(
+        self,
+        enriched: EnrichedLike,
+        *,
+        context: Mapping[str, Any] | None = None,
+        entry_path: str | None = None,
+    ) -> WriteResult:
+        """Store ``enriched`` as the call's next version (see the module docstring)."""
         status = enriched.status
         fingerprint = enriched.provenance.fingerprint
-        record = enriched.model_dump(mode="json", by_alias=True)
-        now = self._clock()
-        now_iso = _utc_iso(now)
-        expires_at = (
-            int((now + timedelta(days=self.ttl_days)).timestamp()) if self.ttl_days > 0 else None
-        )
-
+        now = self._now()
         values: dict[str, Any] = {
             ":null": {"NULL": True},
             ":zero": {"N": "0"},
             ":one": {"N": "1"},
+            ":enriched": {"S": "enriched"},
             ":fingerprint": {"S": fingerprint},
             ":status": {"S": status},
-            ":record": _to_attribute_value(record),
-            ":now": {"S": now_iso},
+            ":record": _attribute(enriched.model_dump(mode="json", by_alias=True)),
+            ":context": _attribute(dict(context)) if context is not None else {"NULL": True},
+            ":entryPath": {"S": entry_path} if entry_path else {"NULL": True},
+            ":now": {"S": format_utc(now)},
             ":schemaVersion": {"S": STORED_ITEM_SCHEMA_VERSION},
         }
-        # Right-hand operands read the item *before* the update: previousStatus gets the old
-        # status, version the old version + 1.
+        # Right-hand operands read the item *before* the update.
         assignments = [
             "#previousStatus = if_not_exists(#status, :null)",
             "#version = if_not_exists(#version, :zero) + :one",
             "#createdAt = if_not_exists(#createdAt, :now)",
-            "#publishedVersion = if_not_exists(#publishedVersion, :zero)",
+            "#state = :enriched",
             "#fingerprint = :fingerprint",
             "#status = :status",
             "#record = :record",
+            "#context = :context",
+            "#entryPath = :entryPath",
             "#updatedAt = :now",
             "#schemaVersion = :schemaVersion",
         ]
-        if expires_at is not None:
-            assignments.append("#expiresAt = :expiresAt")
-            values[":expiresAt"] = {"N": str(expires_at)}
-            update = "SET " + ", ".join(assignments)
-        else:
-            update = "SET " + ", ".join(assignments) + " REMOVE #expiresAt"
-        # New item, or a different record that is not a FINAL -> ONGOING regression.
-        condition = "attribute_not_exists(#callId) OR #fingerprint <> :fingerprint"
+        removals = ["#failure"]
+        self._ttl(assignments, removals, values, now)
+        update = "SET " + ", ".join(assignments) + " REMOVE " + ", ".join(removals)
+        condition = "attribute_not_exists(#fingerprint) OR #fingerprint <> :fingerprint"
         if status != FINAL:
             condition = (
-                "attribute_not_exists(#callId) OR "
+                "attribute_not_exists(#fingerprint) OR "
                 "(#fingerprint <> :fingerprint AND #status <> :final)"
             )
             values[":final"] = {"S": FINAL}
+        answer = self._update(enriched.call_id, update, condition, values)
+        if isinstance(answer, StoredCall):
+            same = answer.fingerprint == fingerprint
+            outcome = WriteOutcome.UNCHANGED if same else WriteOutcome.REFUSED_REGRESSION
+            return WriteResult(outcome, answer)
+        stored = parse_item(answer)
+        first = stored.version == 1
+        return WriteResult(WriteOutcome.CREATED if first else WriteOutcome.UPDATED, stored)
 
+    def fail(self, key: str, failure: Failure) -> WriteResult:
+        """Store ``failure`` as the state of ``key`` (a call ID or :func:`message_key`)."""
+        now = self._now()
+        values: dict[str, Any] = {
+            ":failed": {"S": "failed"},
+            ":failure": _attribute(_json_of(failure)),
+            ":failureFingerprint": {"S": failure.fingerprint},
+            ":final": {"S": FINAL},
+            ":now": {"S": format_utc(now)},
+            ":schemaVersion": {"S": STORED_ITEM_SCHEMA_VERSION},
+        }
+        assignments = [
+            "#state = :failed",
+            "#failure = :failure",
+            "#createdAt = if_not_exists(#createdAt, :now)",
+            "#schemaVersion = :schemaVersion",
+        ]
+        removals: list[str] = []
+        ttl = MESSAGE_FAILURE_TTL_SECONDS if key.startswith(MESSAGE_KEY_PREFIX) else None
+        self._ttl(assignments, removals, values, now, seconds=ttl)
+        update = "SET " + ", ".join(assignments)
+        if removals:
+            update += " REMOVE " + ", ".join(removals)
+        condition = (
+            "(attribute_not_exists(#status) OR #status <> :final) AND "
+            "(attribute_not_exists(#failure) OR #failure.#fingerprint <> :failureFingerprint)"
+        )
+        old = self._update(key, update, condition, values)
+        if isinstance(old, StoredCall):
+            outcome = WriteOutcome.KEPT_FINAL if old.is_final else WriteOutcome.UNCHANGED
+            return WriteResult(outcome, old)
+        return WriteResult(WriteOutcome.FAILED, parse_item(old))
+
+    def record_unpublishable(self, call_id: str, version: int, failure: Failure) -> bool:
+        """The publisher's write: version ``version``'s event can never be published.
+
+        Conditional on ``version`` still being stored and this failure not yet recorded;
+        ``True`` when written (its stream record announces the failure).
+        """
+        values: dict[str, Any] = {
+            ":failed": {"S": "failed"},
+            ":failure": _attribute(_json_of(failure)),
+            ":failureFingerprint": {"S": failure.fingerprint},
+            ":version": {"N": str(version)},
+        }
+        update = "SET #state = :failed, #failure = :failure"
+        condition = (
+            "#version = :version AND "
+            "(attribute_not_exists(#failure) OR #failure.#fingerprint <> :failureFingerprint)"
+        )
+        return not isinstance(self._update(call_id, update, condition, values), StoredCall)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        now = self._clock().astimezone(UTC)
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+    def _ttl(
+        self,
+        assignments: list[str],
+        removals: list[str],
+        values: dict[str, Any],
+        now: datetime,
+        *,
+        seconds: int | None = None,
+    ) -> None:
+        if seconds is None and self.ttl_days > 0:
+            seconds = int(timedelta(days=self.ttl_days).total_seconds())
+        if seconds is None:
+            removals.append("#expiresAt")
+            return
+        assignments.append("#expiresAt = :expiresAt")
+        values[":expiresAt"] = {"N": str(int(now.timestamp()) + seconds)}
+
+    def _update(
+        self, key: str, update: str, condition: str, values: dict[str, Any]
+    ) -> dict[str, Any] | StoredCall:
+        """One conditional UpdateItem: the new item (attribute values), or, when the
+        condition refused it, the item as it is."""
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key={"callId": {"S": call_id}},
+                Key={"callId": {"S": key}},
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=_names_used(update, condition),
                 ExpressionAttributeValues=values,
-                ReturnValues="ALL_OLD",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
-                return self._refused(exc, call_id, fingerprint)
-            raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
-        except BotoCoreError as exc:
-            raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
-
-        old_item = response.get("Attributes")
-        old = _parse_item(old_item) if old_item else None
-        stored = StoredCall(
-            call_id=call_id,
-            version=(old.version + 1) if old else 1,
-            fingerprint=fingerprint,
-            status=status,
-            published_version=old.published_version if old else 0,
-            created_at=old.created_at if old else _parse_iso(now_iso),
-            updated_at=_parse_iso(now_iso),
-            record=record,
-            expires_at=expires_at,
-            previous_status=old.status if old else None,
-        )
-        return SaveResult(
-            outcome=SaveOutcome.UPDATED if old else SaveOutcome.CREATED,
-            stored=stored,
-            previous_status=stored.previous_status,
-            needs_publish=stored.needs_publish,
-        )
-
-    def _refused(self, exc: ClientError, call_id: str, fingerprint: str) -> SaveResult:
-        item = _failed_item(exc)
-        if not item:
-            # Only possible if the item vanished between the check and the answer.
-            raise AwsUnavailableError(
-                f"DynamoDB UpdateItem refused the write of call {call_id} without the item"
-            )
-        stored = _parse_item(item)
-        outcome = (
-            SaveOutcome.UNCHANGED
-            if stored.fingerprint == fingerprint
-            else SaveOutcome.REFUSED_REGRESSION
-        )
-        return SaveResult(
-            outcome=outcome,
-            stored=stored,
-            previous_status=stored.previous_status,
-            needs_publish=stored.needs_publish,
-        )
-
-    def mark_published(self, call_id: str, version: int) -> None:
-        """Record that ``version``'s ``Call Enriched`` event was published.
-
-        Conditional and monotonic: the marker only moves forward, and never past the stored
-        version. Marking a version at or below the marker (a concurrent or repeated mark) is a
-        no-op, as is marking a call that is no longer stored (expired by TTL).
-
-        Raises:
-            ValueError: ``version`` < 1.
-            PermanentError: ``version`` is above the stored version (a caller bug, or the
-                item was deleted and re-created meanwhile); the marker is left alone.
-            AwsUnavailableError / PermanentError: as for :meth:`save`.
-        """
-        if version < 1:
-            raise ValueError("version must be >= 1")
-        condition = (
-            "attribute_exists(#callId) AND #version >= :version AND "
-            "(attribute_not_exists(#publishedVersion) OR #publishedVersion < :version)"
-        )
-        update = "SET #publishedVersion = :version"
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"callId": {"S": call_id}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=_names_used(update, condition),
-                ExpressionAttributeValues={":version": {"N": str(version)}},
+                ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
-            item = _failed_item(exc)
-            if item and int(item["version"]["N"]) < version:
-                raise PermanentError(
-                    f"cannot mark version {version} of call {call_id} published: "
-                    f"only version {item['version']['N']} is stored"
+            item = dict(exc.response).get("Item")
+            if not isinstance(item, dict) or not item:
+                # Only possible if the item vanished between the check and the answer.
+                raise AwsUnavailableError(
+                    f"DynamoDB UpdateItem refused the write of {key} without the item"
                 ) from None
+            return parse_item(item)
         except BotoCoreError as exc:
             raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
-
-
-def _failed_item(exc: ClientError) -> dict[str, Any] | None:
-    """The item DynamoDB returned with a failed condition (ReturnValuesOnConditionCheckFailure)."""
-    response: dict[str, Any] = dict(exc.response)
-    item = response.get("Item")
-    return item if isinstance(item, dict) and item else None
-
-
-def _parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+        attributes: dict[str, Any] = response["Attributes"]
+        return attributes
 
 
 def _names_used(*expressions: str) -> dict[str, str]:

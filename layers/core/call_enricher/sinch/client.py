@@ -17,7 +17,8 @@ per Lambda execution environment (at cold start) and shared by the worker thread
   answer                  error                      retried
   ======================  =========================  ===================================
   2xx, JSON object        (success)                  -
-  2xx, anything else      ``InvalidRecordError``     no
+  2xx, not JSON at all    ``SinchGarbledResponse..`` yes (empty, cut short, HTML page)
+  2xx, JSON not a record  ``InvalidRecordError``     no
   400, 403, other 4xx     ``SinchRejectedError``     no
   401                     ``SinchAuthError``         once, after a credentials refresh
   404                     ``CallNotFoundError``      no
@@ -641,13 +642,22 @@ class SinchClient:
 
         if reply.truncated:
             raise invalid(f"a body larger than {MAX_RESPONSE_BYTES} bytes")
+
+        def garbled(problem: str) -> errors.SinchGarbledResponseError:
+            return errors.SinchGarbledResponseError(
+                f"Sinch answered HTTP {reply.status} for call {call_id} with {problem}",
+                http_status=reply.status,
+            )
+
         if not reply.body.strip():
-            raise invalid("an empty body")
+            raise garbled("an empty body")
         try:
             # Exact decimals (money never goes through float); NaN/Infinity are not JSON.
             data = json.loads(reply.body, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            raise invalid("a body that is not JSON") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise garbled("a body that is not JSON") from None
+        except (ValueError, RecursionError):  # NaN/Infinity, or nested too deeply
+            raise invalid("JSON that is not a record") from None
         if not isinstance(data, dict):
             raise invalid(f"JSON that is not an object ({type(data).__name__})")
         return data

@@ -1,0 +1,183 @@
+"""The outbox publisher: the calls table's stream -> EventBridge, one event per state change.
+
+The stream (new and old images) is the only source of events. For each stream record,
+:func:`call_enricher.events.events_for_change` says what it announces (a new version:
+``Call Enriched``; a new failure state: ``Call Enrichment Failed``; nothing else), and
+:class:`OutboxPublisher` publishes it:
+
+* in stream order, in ``PutEvents`` requests of at most 10 entries in which a call appears
+  at most once, so a call's events are accepted in the order of its changes;
+* deterministic event IDs (built from the images): a retried or replayed record carries
+  the same ID, which consumers dedupe on;
+* the first change that cannot be published stops the batch there: it and every later
+  change are reported failed (the event source mapping retries from it, bisects, then
+  sends it to the on-failure queue), and nothing after it is published ahead of it;
+* an event EventBridge can never accept (over 256 KB, rejected as malformed) is not retried:
+  a ``Call Enriched`` one becomes the call's failure state (``event-too-large`` /
+  ``event-rejected``, written conditionally on that version), which the stream announces in
+  turn; a ``Call Enrichment Failed`` one is logged and counted (``EventsRejected``, alarmed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from call_enricher import errors
+from call_enricher.events import DETAIL_TYPE_CALL_ENRICHED, OutgoingEvent, events_for_change
+from call_enricher.state import StoredCall, failure_from_error
+
+if TYPE_CHECKING:
+    from call_enricher.publishing import EventPublisher
+    from call_enricher.storage import CallStore
+
+MAX_ENTRIES = 10
+
+
+@dataclass(frozen=True)
+class StreamChange:
+    """One stream record: its sequence number, the item's key and its two images."""
+
+    key: str
+    item_key: str
+    old: StoredCall | None
+    new: StoredCall | None
+
+
+@dataclass
+class OutboxReport:
+    failed: dict[str, errors.CallEnricherError] = field(default_factory=dict)
+    """Sequence numbers to retry, with why."""
+    published: int = 0
+    rejected: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def change_from_record(record: Mapping[str, Any]) -> StreamChange:
+    """A :class:`StreamChange` from a Lambda DynamoDB Streams record (images parsed)."""
+    from call_enricher.storage import parse_item
+
+    stream = record.get("dynamodb") or {}
+    keys = stream.get("Keys") or {}
+    old, new = stream.get("OldImage"), stream.get("NewImage")
+    return StreamChange(
+        key=str(stream.get("SequenceNumber", "")),
+        item_key=str((keys.get("callId") or {}).get("S", "")),
+        old=parse_item(old) if old else None,
+        new=parse_item(new) if new else None,
+    )
+
+
+class OutboxPublisher:
+    """Publishes a batch of stream changes (see the module docstring). Thread-compatible."""
+
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        store: CallStore,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        log: Callable[..., None] | None = None,
+    ) -> None:
+        self.publisher = publisher
+        self.store = store
+        self._now = now
+        self._log = log or (lambda *_a, **_k: None)
+
+    def publish(self, changes: Sequence[StreamChange]) -> OutboxReport:
+        report = OutboxReport()
+        chunk: list[tuple[StreamChange, list[OutgoingEvent]]] = []
+        for index, change in enumerate(changes):
+            try:
+                events = events_for_change(change.old, change.new)
+            except errors.CallEnricherError as exc:  # a stored record the model rejects
+                self._log(
+                    "error",
+                    "stream record cannot be announced",
+                    key=change.item_key,
+                    error=exc.message,
+                )
+                report.rejected += 1
+                continue
+            if not events:
+                continue
+            size = sum(len(own) for _, own in chunk)
+            repeats = any(other.item_key == change.item_key for other, _ in chunk)
+            if chunk and (repeats or size + len(events) > MAX_ENTRIES):
+                if not self._send(chunk, report):
+                    self._fail_rest(changes[index:], report)
+                    return report
+                chunk = []
+            chunk.append((change, events))
+        if chunk:
+            self._send(chunk, report)
+        return report
+
+    def _send(
+        self, chunk: list[tuple[StreamChange, list[OutgoingEvent]]], report: OutboxReport
+    ) -> bool:
+        """Publish one chunk; False when a change of it failed (it and the rest retry)."""
+        results = self.publisher.publish([event for _, events in chunk for event in events])
+        failed_at: int | None = None
+        for position, (change, events) in enumerate(chunk):
+            for event in events:
+                error = results.get(event.key)
+                if error is None:
+                    report.published += 1
+                    report.by_type[event.detail_type] = report.by_type.get(event.detail_type, 0) + 1
+                    continue
+                if isinstance(error, errors.EventRejectedError):
+                    error = self._unpublishable(change, event, error, report)
+                if error is not None and failed_at is None:
+                    failed_at = position
+                    report.failed[change.key] = error
+        if failed_at is None:
+            return True
+        self._fail_rest([change for change, _ in chunk[failed_at + 1 :]], report)
+        return False
+
+    def _unpublishable(
+        self,
+        change: StreamChange,
+        event: OutgoingEvent,
+        error: errors.EventRejectedError,
+        report: OutboxReport,
+    ) -> errors.CallEnricherError | None:
+        """An event EventBridge can never accept: recorded (or logged), never retried."""
+        report.rejected += 1
+        stored = change.new
+        self._log(
+            "error",
+            "event rejected for good",
+            key=change.item_key,
+            reason=error.reason,
+            detail_type=event.detail_type,
+        )
+        if event.detail_type != DETAIL_TYPE_CALL_ENRICHED or stored is None:
+            return None  # a failure event: nothing more to record (the alarm tells)
+        if stored.version is None:  # never: a Call Enriched event comes from a version
+            return None
+        failure = failure_from_error(
+            type(error)(
+                f"{error.message}; version {stored.version} of the call is stored but"
+                " cannot be announced"
+            ),
+            failed_at=self._now(),
+            call_id=stored.call_id,
+            context=stored.context,
+            entry_path=stored.entry_path,
+        )
+        try:
+            self.store.record_unpublishable(stored.call_id, stored.version, failure)
+        except errors.CallEnricherError as exc:
+            return exc
+        return None
+
+    @staticmethod
+    def _fail_rest(changes: Sequence[StreamChange], report: OutboxReport) -> None:
+        for change in changes:
+            report.failed.setdefault(
+                change.key, errors.TransientError("an earlier change of the batch is retried")
+            )
