@@ -38,7 +38,7 @@ class SchemaSpec:
 def specs() -> tuple[SchemaSpec, ...]:
     """Every contract with a committed schema."""
     from call_enricher.events import CallEnrichedDetail, CallEnrichmentFailedDetail
-    from call_enricher.storage import StoredCallItem
+    from call_enricher.state import StoredCall
 
     return (
         SchemaSpec(
@@ -55,8 +55,8 @@ def specs() -> tuple[SchemaSpec, ...]:
         ),
         SchemaSpec(
             "stored-call-item.schema.json",
-            StoredCallItem,
-            "urn:call-enricher:storage:stored-call-item:v1",
+            StoredCall,
+            "urn:call-enricher:storage:stored-call-item:v2",
             "Stored call (calls table item, as plain JSON)",
         ),
     )
