@@ -1,31 +1,32 @@
-"""Crash windows of the queue path: kill processing at every step, redeliver, count events.
+"""Crash windows of the outbox design: kill processing at every step, redeliver, count events.
 
 A Lambda invocation can die anywhere (timeout, out of memory, the runtime recycled): SQS then
-redelivers every message of the batch that was not deleted. Each test kills the real handler
-at one point, by making a patched AWS client (or the handler itself) raise :class:`Killed`, a
-``BaseException`` that no ``except Exception`` in the pipeline can swallow (as good as the
-process dying there), then redelivers the same SQS records and counts the events on the bus
-per ``eventId``.
+redelivers every message of the batch that was not deleted, and a stream event source
+mapping retries the stream records of a failed invocation. Each test kills the real queue
+handler or the real stream publisher at one point, by making a patched AWS client (or the
+handler itself) raise :class:`Killed`, a ``BaseException`` that no ``except Exception`` can
+swallow (as good as the process dying there), then redelivers and counts the events on the
+bus per ``eventId``.
 
-What the tests establish (the README's "Reliability and security" section says the same):
+What the tests establish (docs and README say the same):
 
 ========================================  ===========================================
-killed ...                                on redelivery
+killed ...                                afterwards
 ========================================  ===========================================
-after the Sinch fetch, before the write   stored once, published exactly once
-after the write, before PutEvents         published exactly once (publish marker)
-after PutEvents, before the marker        published TWICE, same eventId and detail:
-                                          the one at-least-once window (consumers
-                                          dedupe on ``eventId``)
-after the marker, before the SQS delete   nothing published again
+queue: after the Sinch fetch, before the  stored once, published exactly once
+write
+queue: after the write, before the SQS    the stream holds the change: published
+delete                                    exactly once; the redelivery writes nothing
+publisher: before PutEvents               retried: published exactly once
+publisher: after PutEvents, before it     retried: published TWICE, same eventId and
+answered                                  detail: the one at-least-once window
 ONGOING: before the re-check is sent      no duplicate event; the re-check is sent
 ONGOING: after the re-check is sent       two re-checks in flight, one FINAL event
 mid-batch: records not started in time    only those are retried; each published once
-mid-batch: killed with records stored     every record published exactly once
-the same message in two containers        one stored version; its event out once or
-at once (visibility timeout expired)      twice, identical (the second window)
-stored FINAL, then Sinch fails for good   no failure announced for a FINAL call; an
-                                          unpublished stored version is published
+the same message in two containers        one stored version, one event
+at once (visibility timeout expired)
+stored FINAL, then Sinch fails for good   no failure state, nothing announced
+an unknown call ID delivered twice        one failure state, one failure event
 ========================================  ===========================================
 """
 
@@ -54,7 +55,6 @@ from tests.support.queue_harness import (
 
 HARNESSES = ["harness", "harness_no_freshness"]
 SAMPLE_IDS = [call_id_of(record) for record in SAMPLES.values()]
-MARKER_UPDATE = "SET #publishedVersion = :version"
 
 
 class Killed(BaseException):
@@ -88,10 +88,6 @@ def is_record_write(kwargs: dict[str, Any]) -> bool:
     return "#record" in kwargs.get("UpdateExpression", "")
 
 
-def is_marker_write(kwargs: dict[str, Any]) -> bool:
-    return kwargs.get("UpdateExpression") == MARKER_UPDATE
-
-
 def event_ids(events: list[dict[str, Any]]) -> Counter[str]:
     return Counter(e["detail"]["eventId"] for e in events)
 
@@ -119,87 +115,93 @@ def test_killed_after_the_fetch_before_the_write(
     assert event_ids(any_harness.events()) == {f"{FINAL_ID}:v1": 1}
     item = any_harness.stack.item(FINAL_ID)
     assert item is not None
-    assert (item["version"], item["publishedVersion"]) == (1, 1)
+    assert (item["version"], item["state"]) == (1, "enriched")
 
 
-def killed_at_put_events(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Deliver FINAL_ID once, the invocation dying at PutEvents; the SQS event, to redeliver."""
-    kill_once(monkeypatch, aws.client("events"), "put_events")
-    event = sqs_event(FINAL_ID)
-    with pytest.raises(Killed):
-        harness.invoke_event(event)
-    return event
+def publisher_killed_at_put_events(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, *, after: bool
+) -> None:
+    """The stream publisher dies at its first PutEvents: before sending, or after EventBridge
+    accepted the entries (``after``), so the mapping retries the same stream records."""
+    events = aws.client("events")
+    original = events.put_events
+    calls: list[int] = []
+
+    def put_events(**kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            if after:
+                original(**kwargs)
+            raise Killed("PutEvents killed")
+        return original(**kwargs)
+
+    monkeypatch.setattr(events, "put_events", put_events)
 
 
-def test_killed_after_the_write_before_put_events(
+def test_killed_after_the_write_before_the_sqs_delete_publishes_once(
     any_harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given the invocation dies when it publishes (the record is stored)
-    event = killed_at_put_events(any_harness, monkeypatch)
-    item = any_harness.stack.item(FINAL_ID)
-    assert item is not None
-    assert (item["version"], item["publishedVersion"]) == (1, 0)
-    # When SQS redelivers the record, twice
-    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    # Then the stored version was published exactly once, and marked
-    assert event_ids(any_harness.events()) == {f"{FINAL_ID}:v1": 1}
-    item = any_harness.stack.item(FINAL_ID)
-    assert item is not None
-    assert item["publishedVersion"] == 1
-
-
-def test_killed_after_put_events_before_the_marker_publishes_twice_with_the_same_id(
-    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given the invocation dies right after PutEvents, as it writes the publish marker
-    killed = kill_once(monkeypatch, aws.client("dynamodb"), "update_item", is_marker_write)
-    event = sqs_event(json.dumps({"callId": FINAL_ID, "context": {"order": "o-1"}}))
-    with pytest.raises(Killed):
-        any_harness.invoke_event(event)
-    assert killed
-    first = any_harness.events()
-    # When SQS redelivers the record
-    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    second = any_harness.events()
-    # Then the version is published again: the documented at-least-once window. The copy has
-    # the same eventId and the same detail, so a consumer that dedupes on eventId sees one.
-    assert [e["detail"]["eventId"] for e in first] == [f"{FINAL_ID}:v1"]
-    assert [e["detail"] for e in second] == [e["detail"] for e in first]
-    # And the marker is now written: further redeliveries publish nothing
-    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    assert any_harness.events() == []
-    item = any_harness.stack.item(FINAL_ID)
-    assert item is not None
-    assert (item["version"], item["publishedVersion"]) == (1, 1)
-
-
-def test_killed_after_the_marker_before_the_sqs_delete(
-    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given the invocation dies after everything was stored, published and marked, before it
-    # could answer (so SQS never deletes the message)
+    # Given the queue invocation dies after its writes, before it could answer (so SQS
+    # never deletes the messages)
     def die(_report: Any) -> None:
-        raise Killed("after the pipeline")
+        raise Killed("after the writes")
 
     monkeypatch.setattr(any_harness.handler, "emit_batch_metrics", die)
     event = sqs_event(FINAL_ID, SAMPLE_IDS[0])
     with pytest.raises(Killed):
         any_harness.invoke_event(event)
-    first = event_ids(any_harness.events())
     monkeypatch.setattr(any_harness.handler, "emit_batch_metrics", runtime.emit_batch_metrics)
-    # When SQS redelivers both records
+    # When SQS redelivers both records, twice
     assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    # Then nothing is published again
-    assert first == {f"{FINAL_ID}:v1": 1, f"{SAMPLE_IDS[0]}:v1": 1}
-    assert any_harness.events() == []
+    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
+    # Then the stream held each change: each call published exactly once
+    assert event_ids(any_harness.events()) == {f"{FINAL_ID}:v1": 1, f"{SAMPLE_IDS[0]}:v1": 1}
+
+
+def test_publisher_killed_before_put_events_publishes_once_on_retry(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given stored calls, and a stream publisher that dies before its first PutEvents
+    assert harness.invoke(FINAL_ID, SAMPLE_IDS[0]) == {"batchItemFailures": []}
+    records = harness.stack.stream_records()
+    publisher_killed_at_put_events(harness, monkeypatch, after=False)
+    with pytest.raises(Killed):
+        harness.publisher.lambda_handler({"Records": records}, FakeLambdaContext())
+    # When the mapping retries the same stream records
+    response = harness.publisher.lambda_handler({"Records": records}, FakeLambdaContext())
+    # Then every change is published exactly once
+    assert response == {"batchItemFailures": []}
+    assert event_ids(harness.stack.events()) == {f"{FINAL_ID}:v1": 1, f"{SAMPLE_IDS[0]}:v1": 1}
+
+
+def test_publisher_killed_after_put_events_publishes_twice_with_the_same_id(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stored call, and a stream publisher that dies right after EventBridge accepted
+    assert harness.invoke(json.dumps({"callId": FINAL_ID, "context": {"o": "1"}})) == {
+        "batchItemFailures": []
+    }
+    records = harness.stack.stream_records()
+    publisher_killed_at_put_events(harness, monkeypatch, after=True)
+    with pytest.raises(Killed):
+        harness.publisher.lambda_handler({"Records": records}, FakeLambdaContext())
+    first = harness.stack.events()
+    # When the mapping retries the same stream records
+    assert harness.publisher.lambda_handler({"Records": records}, FakeLambdaContext()) == {
+        "batchItemFailures": []
+    }
+    second = harness.stack.events()
+    # Then the version is published again: the documented at-least-once window. The copy has
+    # the same eventId and detail, so a consumer that dedupes on eventId sees one.
+    assert [e["detail"]["eventId"] for e in first] == [f"{FINAL_ID}:v1"]
+    assert [e["detail"] for e in second] == [e["detail"] for e in first]
 
 
 def test_ongoing_killed_before_the_recheck_is_sent(
     any_harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an ONGOING call whose invocation dies as it schedules the re-check (the in-progress
-    # version is stored, published and marked)
+    # version is stored, so the stream announces it)
     sqs = aws.client("sqs")
     kill_once(monkeypatch, sqs, "send_message")
     event = sqs_event(ONGOING_ID)
@@ -247,7 +249,7 @@ def test_ongoing_killed_after_the_recheck_is_sent(
     assert event_ids(any_harness.events()) == {f"{ONGOING_ID}:v1": 1, f"{ONGOING_ID}:v2": 1}
     item = any_harness.stack.item(ONGOING_ID)
     assert item is not None
-    assert (item["status"], item["version"], item["publishedVersion"]) == ("FINAL", 2, 2)
+    assert (item["status"], item["version"]) == ("FINAL", 2)
 
 
 def test_records_not_started_before_the_timeout_are_retried_and_complete(
@@ -271,22 +273,6 @@ def test_records_not_started_before_the_timeout_are_retried_and_complete(
     # Then every call was stored and published exactly once: nothing lost, nothing twice
     counts = event_ids(any_harness.events())
     assert counts == {f"{call_id}:v1": 1 for call_id in SAMPLE_IDS}
-
-
-def test_killed_mid_batch_with_records_stored_publishes_each_once(
-    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a batch of every sample call killed when it publishes (every record is stored)
-    kill_once(monkeypatch, aws.client("events"), "put_events")
-    event = sqs_event(*SAMPLE_IDS, ids=[f"m-{i}" for i in range(len(SAMPLE_IDS))])
-    with pytest.raises(Killed):
-        any_harness.invoke_event(event)
-    assert all(any_harness.stack.item(call_id) is not None for call_id in SAMPLE_IDS)
-    # When the whole batch is redelivered, twice
-    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    # Then each call's version 1 was published exactly once
-    assert event_ids(any_harness.events()) == {f"{call_id}:v1": 1 for call_id in SAMPLE_IDS}
 
 
 def test_a_batch_killed_by_no_time_at_all_loses_nothing(any_harness: Harness) -> None:
@@ -344,16 +330,11 @@ def test_the_same_message_handled_twice_at_once_stores_one_version(
     for thread in threads:
         thread.join(timeout=60)
     # Then both succeed, each call is stored once (version 1: the conditional write
-    # serialises them), and each event is out at least once and at most twice, the copies
-    # identical (same eventId and detail): the at-least-once window consumers dedupe
+    # serialises them, the second write finds the same fingerprint and writes nothing), and
+    # each version is announced exactly once (one stream record per change)
     assert responses == [{"batchItemFailures": []}] * 2
-    events = harness_no_freshness.events()
-    counts = event_ids(events)
-    assert set(counts) == {f"{call_id}:v1" for call_id in SAMPLE_IDS[:6]}
-    assert all(1 <= n <= 2 for n in counts.values())
-    for event_id in counts:
-        details = [e["detail"] for e in events if e["detail"]["eventId"] == event_id]
-        assert all(detail == details[0] for detail in details)
+    counts = event_ids(harness_no_freshness.events())
+    assert counts == {f"{call_id}:v1": 1 for call_id in SAMPLE_IDS[:6]}
     for call_id in SAMPLE_IDS[:6]:
         item = harness_no_freshness.stack.item(call_id)
         assert item is not None
@@ -370,26 +351,26 @@ def test_a_redelivery_failing_at_sinch_announces_no_failure_for_a_stored_final_c
     # When the same message is delivered again and Sinch now fails it for good
     any_harness.sinch.on_call(FINAL_ID, Reply.error(404))
     assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    # Then no failure is announced for the FINAL call, and nothing is published again
+    # Then no failure is stored or announced for the FINAL call, nothing is published again
     assert any_harness.events() == []
     item = any_harness.stack.item(FINAL_ID)
     assert item is not None
-    assert (item["status"], item["version"], item["publishedVersion"]) == ("FINAL", 1, 1)
+    assert (item["status"], item["version"], item["state"]) == ("FINAL", 1, "enriched")
+    assert "failure" not in item
 
 
-def test_killed_before_put_events_then_sinch_fails_publishes_the_stored_version(
-    any_harness: Harness, monkeypatch: pytest.MonkeyPatch
+def test_an_unknown_call_delivered_twice_is_one_failure_state_and_one_event(
+    any_harness: Harness,
 ) -> None:
-    # Given the invocation died as it published: the FINAL record is stored, unannounced
-    event = killed_at_put_events(any_harness, monkeypatch)
-    # When SQS redelivers the record and Sinch now answers with a body that is no record
-    any_harness.sinch.on_call(FINAL_ID, Reply.json({"callId": FINAL_ID, "status": 42}))
-    assert any_harness.invoke_event(event) == {"batchItemFailures": []}
-    # Then the stored version is announced (not a failure), exactly once, and marked
+    # Given an ID Sinch does not know, posted twice (two messages, a redelivery of each)
+    unknown = "0123456789abcdef0123456789abcdef"
+    for ids in (["a"], ["b"], ["a"]):
+        assert any_harness.invoke_event(sqs_event(unknown, ids=ids)) == {"batchItemFailures": []}
+    # Then one failure state is stored and announced once
     events = any_harness.events()
-    assert [(e["detail-type"], e["detail"]["eventId"]) for e in events] == [
-        ("Call Enriched", f"{FINAL_ID}:v1")
+    assert [(e["detail-type"], e["detail"]["reason"]) for e in events] == [
+        ("Call Enrichment Failed", "call-not-found")
     ]
-    item = any_harness.stack.item(FINAL_ID)
+    item = any_harness.stack.item(unknown)
     assert item is not None
-    assert (item["version"], item["publishedVersion"]) == (1, 1)
+    assert (item["state"], item["failure"]["reason"]) == ("failed", "call-not-found")
