@@ -16,18 +16,19 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
 from call_enricher import aws
-from call_enricher.errors import AwsUnavailableError, ErrorClass, PermanentError
-from call_enricher.publishing import (
-    DETAIL_TYPE_CALL_ENRICHED,
-    DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
-    MAX_ENTRY_BYTES,
-    EventPublisher,
+from call_enricher.errors import (
+    AwsUnavailableError,
+    ErrorClass,
     EventRejectedError,
     EventTooLargeError,
-    OutgoingEvent,
-    compact_json,
-    entry_size,
+    PermanentError,
 )
+from call_enricher.events import (
+    DETAIL_TYPE_CALL_ENRICHED,
+    DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
+    OutgoingEvent,
+)
+from call_enricher.publishing import MAX_ENTRY_BYTES, EventPublisher, compact_json, entry_size
 
 from .conftest import EVENT_SOURCE
 
