@@ -163,7 +163,9 @@ def _resource(stored: StoredCall, outcome: str | None = None) -> api.CallResourc
         status=stored.status,
         updatedAt=stored.updated_at,
         outcome=outcome,
-        failure=api.CallFailure.model_validate(failure.model_dump(by_alias=True))
+        failure=api.CallFailure.model_validate(
+            failure.model_dump(by_alias=True, include=set(api.CallFailure.model_fields))
+        )
         if failure is not None
         else None,
         record=stored.record,

@@ -258,21 +258,21 @@ def test_a_record_too_large_for_an_event_fails_alone(harness: Harness) -> None:
     ]
 
 
-def test_an_unexpected_error_deciding_one_record_fails_only_that_record(
+def test_an_unexpected_error_in_one_record_fails_only_that_record(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import call_enricher.pipeline as pipeline
+    import call_enricher.service as service
 
-    # Given building the event of one call raises something no one expected (a bug)
+    # Given enriching one call raises something no one expected (a bug)
     other = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
-    build = pipeline.call_enriched_event
+    enrich = service.enrich
 
-    def flaky(**kwargs: object) -> object:
-        if kwargs["stored"].call_id == FINAL_ID:  # type: ignore[attr-defined]
+    def flaky(record: object, **kwargs: object) -> object:
+        if kwargs["call_id"] == FINAL_ID:
             raise RuntimeError("boom")
-        return build(**kwargs)  # type: ignore[arg-type]
+        return enrich(record, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "call_enriched_event", flaky)
+    monkeypatch.setattr(service, "enrich", flaky)
     # When it is handled next to a good message
     response = harness.invoke(FINAL_ID, other)
     # Then only that record is reported for retry (SQS redelivers it; nothing is dropped)
@@ -281,8 +281,8 @@ def test_an_unexpected_error_deciding_one_record_fails_only_that_record(
     assert [(e["detail-type"], e["detail"]["callId"]) for e in harness.events()] == [
         ("Call Enriched", other)
     ]
-    # And once the bug is gone, the redelivery publishes the stored version (nothing lost)
-    monkeypatch.setattr(pipeline, "call_enriched_event", build)
+    # And once the bug is gone, the redelivery stores and announces it (nothing lost)
+    monkeypatch.setattr(service, "enrich", enrich)
     assert harness.invoke(FINAL_ID) == {"batchItemFailures": []}
     assert [(e["detail-type"], e["detail"]["callId"]) for e in harness.events()] == [
         ("Call Enriched", FINAL_ID)

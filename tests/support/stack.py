@@ -58,13 +58,19 @@ class AwsStack:
                     break
         return records
 
-    def publish(self, handler: Any, context: Any) -> dict[str, Any]:
-        """Hand the new stream records to the stream publisher ``handler`` (one batch)."""
-        records = self.stream_records()
-        if not records:
-            return {"batchItemFailures": []}
-        response: dict[str, Any] = handler.lambda_handler({"Records": records}, context)
-        return response
+    def publish(self, handler: Any, context: Any, *, rounds: int = 5) -> dict[str, Any]:
+        """Hand the new stream records to the stream publisher ``handler``, batch after batch
+        until the stream is drained (a publisher's own write, e.g. an event too large
+        recorded as a failure, is a record of the next batch). The first failing response
+        is returned as it is."""
+        for _ in range(rounds):
+            records = self.stream_records()
+            if not records:
+                break
+            response: dict[str, Any] = handler.lambda_handler({"Records": records}, context)
+            if response.get("batchItemFailures"):
+                return response
+        return {"batchItemFailures": []}
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The environment variables the template gives the functions."""
