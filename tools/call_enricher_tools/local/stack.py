@@ -1,10 +1,11 @@
 """The AWS side of the local stack: a moto server on 127.0.0.1 with template.yaml's resources.
 
-:class:`LocalStack` starts moto in server mode (DynamoDB, SQS, EventBridge, Secrets Manager)
-on the loopback interface and creates, from ``template.yaml``'s own definitions (never
-re-typed here), the calls table, the queues (the enrichment queue with its RedrivePolicy to
-the dead-letter queue), the event bus, its archive and the rules with their targets. It adds
-what only a local stack needs:
+:class:`LocalStack` starts moto in server mode (DynamoDB and its streams, SQS, EventBridge,
+Secrets Manager) on the loopback interface and creates, from ``template.yaml``'s own
+definitions (never re-typed here), the calls table with its stream (the outbox), the queues
+(the enrichment queue with its RedrivePolicy to the dead-letter queue, the publisher's
+failure queue), the event bus, its archive and the rules with their targets. It adds what
+only a local stack needs:
 
 * the Sinch secret, holding the sandbox's credentials (its ARN is the ``SinchSecretArn``
   parameter the functions' ``SINCH_SECRET_ID`` resolves to);
@@ -17,6 +18,10 @@ Local differences from a deployment, on purpose:
   a few seconds instead of 660 s) so that a failed message reappears quickly;
 * queue policies are not created (moto does not enforce them, and the template's
   ``aws:SecureTransport`` deny would refuse the local plain-HTTP endpoint anyway);
+* moto keeps the calls table's stream but runs no trigger:
+  :class:`~call_enricher_tools.local.streams.StreamPoller` plays the stream publisher's
+  mapping (:attr:`LocalStack.stream_trigger`, on :attr:`LocalStack.calls_stream_arn`, giving
+  up to :attr:`LocalStack.publisher_failure_queue_url`);
 * tracing is off and the Sinch base URL points at the sandbox (``SINCH_BASE_URL``), unless
   the stack is pointed at real Sinch (``sinch_base_url=None``: the template's region).
 
@@ -74,6 +79,26 @@ class PortInUseError(OSError):
 
 
 @dataclass(frozen=True)
+class StreamTrigger:
+    """The stream publisher's DynamoDB stream event source mapping, resolved from the template."""
+
+    function: str
+    table_logical_id: str
+    starting_position: str
+    batch_size: int
+    batching_window_seconds: float
+    bisect_batch_on_function_error: bool
+    maximum_retry_attempts: int
+    """-1 = until the record expires (Lambda's default)."""
+    maximum_record_age_seconds: int
+    """-1 = no limit (Lambda's default)."""
+    report_batch_item_failures: bool
+    on_failure_logical_id: str | None
+    """The OnFailure destination queue (None: discarded batches are dropped)."""
+    function_timeout_seconds: float
+
+
+@dataclass(frozen=True)
 class SqsTrigger:
     """The queue function's event source mapping, resolved from the template."""
 
@@ -121,6 +146,7 @@ class LocalStack:
         self._resolver: Resolver | None = None
         self._saved_environment: dict[str, str | None] | None = None
         self.trigger = self._resolve_trigger()
+        self.stream_trigger = self._resolve_stream_trigger()
         self.subscriber_queue_url = ""
         self.secret_arn = ""
 
@@ -197,6 +223,25 @@ class LocalStack:
             raise RuntimeError("the enrichment queue has no RedrivePolicy")
         target = policy["deadLetterTargetArn"]
         return self.ref(str(target["Fn::GetAtt"][0]))
+
+    def require_stream_trigger(self) -> StreamTrigger:
+        """The stream mapping (raises when no function of the template has one)."""
+        if self.stream_trigger is None:
+            raise RuntimeError("no function of the template is triggered by a table's stream")
+        return self.stream_trigger
+
+    @property
+    def calls_stream_arn(self) -> str:
+        """The ARN of the calls table's stream (what triggers the stream publisher)."""
+        return self.attribute(self.require_stream_trigger().table_logical_id, "StreamArn")
+
+    @property
+    def publisher_failure_queue_url(self) -> str:
+        """The stream mapping's OnFailure queue (where given-up batches are recorded)."""
+        on_failure = self.require_stream_trigger().on_failure_logical_id
+        if on_failure is None:
+            raise RuntimeError("the stream mapping has no OnFailure destination")
+        return self.ref(on_failure)
 
     def outputs(self) -> dict[str, str]:
         """The template's Outputs that resolve locally (API URLs do not: the API is ours)."""
@@ -356,6 +401,42 @@ class LocalStack:
             in resolved.get("FunctionResponseTypes", []),
         )
 
+    def _resolve_stream_trigger(self) -> StreamTrigger | None:
+        function = self.template.function_with_stream_trigger()
+        if function is None:
+            return None
+        table, properties = self.template.stream_trigger(function)
+        resolver = Resolver(self.template.raw, self.parameters, self._pseudo())
+        resolved = resolver.resolve(
+            {k: v for k, v in properties.items() if k not in ("Stream", "DestinationConfig")}
+        )
+        destination = properties.get("DestinationConfig", {}).get("OnFailure", {})
+        target = destination.get("Destination")
+        on_failure: str | None = None
+        if target is not None:
+            if not (isinstance(target, dict) and "Fn::GetAtt" in target):
+                raise RuntimeError(f"{function}: OnFailure.Destination is not !GetAtt X.Arn")
+            on_failure = str(target["Fn::GetAtt"][0])
+            if self.template.resources[on_failure]["Type"] != "AWS::SQS::Queue":
+                raise RuntimeError(f"{function}: only an SQS OnFailure destination runs locally")
+        timeout = self.template.function_properties(function).get("Timeout", 3)
+        return StreamTrigger(
+            function=function,
+            table_logical_id=table,
+            starting_position=str(resolved.get("StartingPosition", "TRIM_HORIZON")),
+            batch_size=int(resolved.get("BatchSize", 100)),
+            batching_window_seconds=float(resolved.get("MaximumBatchingWindowInSeconds", 0)),
+            bisect_batch_on_function_error=_truthy(
+                resolved.get("BisectBatchOnFunctionError", False)
+            ),
+            maximum_retry_attempts=int(resolved.get("MaximumRetryAttempts", -1)),
+            maximum_record_age_seconds=int(resolved.get("MaximumRecordAgeInSeconds", -1)),
+            report_batch_item_failures="ReportBatchItemFailures"
+            in resolved.get("FunctionResponseTypes", []),
+            on_failure_logical_id=on_failure,
+            function_timeout_seconds=float(resolver.resolve(timeout)),
+        )
+
     def _pseudo(self) -> dict[str, str]:
         return {
             "AWS::StackName": self.stack_name,
@@ -439,7 +520,16 @@ class LocalStack:
             for optional in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
                 if optional in properties:
                     arguments[optional] = properties[optional]
-            arn = dynamodb.create_table(**arguments)["TableDescription"]["TableArn"]
+            stream = properties.get("StreamSpecification")
+            if stream:  # CloudFormation's form has no StreamEnabled; the API's needs it
+                arguments["StreamSpecification"] = {
+                    "StreamEnabled": True,
+                    "StreamViewType": stream["StreamViewType"],
+                }
+            description = dynamodb.create_table(**arguments)["TableDescription"]
+            arn = description["TableArn"]
+            if stream:
+                resolver.attributes[(logical_id, "StreamArn")] = description["LatestStreamArn"]
             ttl = properties.get("TimeToLiveSpecification")
             if ttl and _truthy(ttl.get("Enabled")):
                 dynamodb.update_time_to_live(

@@ -210,22 +210,47 @@ class Template:
 
     def sqs_trigger(self, function: str) -> tuple[str, dict[str, Any]]:
         """The (queue logical ID, properties) of a function's SQS event source."""
-        for event in self.function_properties(function).get("Events", {}).values():
-            if event.get("Type") == "SQS":
-                properties: dict[str, Any] = event["Properties"]
-                queue = properties["Queue"]
-                if not (isinstance(queue, dict) and "Fn::GetAtt" in queue):
-                    raise TemplateError(f"{function}: the SQS event's Queue is not !GetAtt X.Arn")
-                return str(queue["Fn::GetAtt"][0]), properties
-        raise TemplateError(f"{function} has no SQS event")
+        return self._event_source(function, "SQS", "Queue", "Arn")
 
     def function_with_sqs_trigger(self) -> str:
         """The logical ID of the (single) function triggered by SQS."""
+        return self._function_with_event("SQS")
+
+    def stream_trigger(self, function: str) -> tuple[str, dict[str, Any]]:
+        """The (table logical ID, properties) of a function's DynamoDB stream event source."""
+        return self._event_source(function, "DynamoDB", "Stream", "StreamArn")
+
+    def function_with_stream_trigger(self) -> str | None:
+        """The logical ID of the (single) function triggered by a DynamoDB stream, if any."""
+        try:
+            return self._function_with_event("DynamoDB")
+        except TemplateError:
+            return None
+
+    def _event_source(
+        self, function: str, event_type: str, key: str, attribute: str
+    ) -> tuple[str, dict[str, Any]]:
+        for event in self.function_properties(function).get("Events", {}).values():
+            if event.get("Type") == event_type:
+                properties: dict[str, Any] = event["Properties"]
+                source = properties[key]
+                if not (
+                    isinstance(source, dict)
+                    and "Fn::GetAtt" in source
+                    and source["Fn::GetAtt"][1] == attribute
+                ):
+                    raise TemplateError(
+                        f"{function}: the {event_type} event's {key} is not !GetAtt X.{attribute}"
+                    )
+                return str(source["Fn::GetAtt"][0]), properties
+        raise TemplateError(f"{function} has no {event_type} event")
+
+    def _function_with_event(self, event_type: str) -> str:
         for name in self.of_type("AWS::Serverless::Function"):
             events = self.function_properties(name).get("Events", {})
-            if any(e.get("Type") == "SQS" for e in events.values()):
+            if any(e.get("Type") == event_type for e in events.values()):
                 return name
-        raise TemplateError("no function has an SQS event")
+        raise TemplateError(f"no function has an {event_type} event")
 
 
 def merge_globals(globals_: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
