@@ -163,6 +163,26 @@ def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def reported_failures(
+    response: Any, ids: list[str], *, report_batch_item_failures: bool
+) -> tuple[list[str], str | None]:
+    """The item identifiers a handler's response reports as failed, per Lambda's partial batch
+    response rules (the same for SQS message IDs and stream sequence numbers), and the error
+    when the response fails the whole batch (then every ID is returned)."""
+    if not report_batch_item_failures or response is None:
+        return [], None
+    if not isinstance(response, dict):
+        return list(ids), "invalid response (not an object): whole batch failed"
+    items = response.get("batchItemFailures") or []
+    failed: list[str] = []
+    for item in items:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not identifier or identifier not in ids:
+            return list(ids), f"invalid itemIdentifier {identifier!r}: whole batch failed"
+        failed.append(str(identifier))
+    return failed, None
+
+
 class SqsPoller:
     """Plays the queue trigger: ``start()`` the pollers, ``stop()`` them."""
 
@@ -309,7 +329,9 @@ class SqsPoller:
             if elapsed > self.function_timeout_seconds:
                 error = f"timed out after {self.function_timeout_seconds:g} s"
             else:
-                failed, error = self._failures(response, ids)
+                failed, error = reported_failures(
+                    response, ids, report_batch_item_failures=self.report_batch_item_failures
+                )
         except Exception as exc:  # noqa: BLE001 - a failed invocation, as Lambda sees it
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         elapsed = time.monotonic() - started
@@ -330,23 +352,6 @@ class SqsPoller:
             self.on_invocation(
                 Invocation(index, ids, counts, failed, deleted, error, elapsed, held)
             )
-
-    def _failures(self, response: Any, ids: list[str]) -> tuple[list[str], str | None]:
-        """The message IDs to leave in the queue, per Lambda's partial batch response rules."""
-        if not self.report_batch_item_failures:
-            return [], None
-        if response is None:
-            return [], None
-        if not isinstance(response, dict):
-            return list(ids), "invalid response (not an object): whole batch failed"
-        items = response.get("batchItemFailures") or []
-        failed: list[str] = []
-        for item in items:
-            identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
-            if not identifier or identifier not in ids:
-                return list(ids), f"invalid itemIdentifier {identifier!r}: whole batch failed"
-            failed.append(str(identifier))
-        return failed, None
 
     def _delete(self, messages: list[dict[str, Any]]) -> list[str]:
         deleted: list[str] = []
