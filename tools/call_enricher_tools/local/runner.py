@@ -1,4 +1,4 @@
-"""The whole local pipeline in one process: sandbox, moto, HTTP API, poller.
+"""The whole local pipeline in one process: sandbox, moto, HTTP API, SQS and stream pollers.
 
 :class:`LocalPipeline` is what ``call-enricher local up`` and the demo start, in this order:
 
@@ -9,11 +9,16 @@
 3. the HTTP API on 127.0.0.1 (port 3000 by default, like ``sam local start-api``), turning
    real requests into API Gateway v2 events for the real ``http_api`` and ``sinch_callbacks``
    handlers; the sandbox's callbacks are pointed at its ``/sinch/callbacks`` route;
-4. the SQS poller playing the queue function's event source mapping.
+4. the SQS poller playing the queue function's event source mapping;
+5. the stream poller playing the stream publisher's mapping on the calls table's stream: the
+   only way events reach the bus (the table is the outbox).
 
-:meth:`LocalPipeline.stop` stops them in reverse order and restores the environment.
-Everything binds 127.0.0.1 only. IAM (SigV4) auth of the ``/calls`` routes is not enforced
-locally.
+:meth:`LocalPipeline.stop` stops what writes to the table first (the SQS poller, then the
+HTTP API), lets the stream poller publish what the stream still holds (at most
+``PipelineOptions.stream_drain_seconds``), then stops it, moto and the sandbox, and restores
+the environment. :meth:`LocalPipeline.wait_stream_idle` waits until the stream has been
+consumed (every change so far published, or given up on). Everything binds 127.0.0.1 only.
+IAM (SigV4) auth of the ``/calls`` routes is not enforced locally.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from call_enricher_tools.local.stack import (
     PortInUseError,
     _check_port_free,
 )
+from call_enricher_tools.local.streams import StreamInvocation, StreamPoller
 from call_enricher_tools.local.template import REPO_ROOT
 
 DEFAULT_API_PORT = 3000  # what `sam local start-api` uses
@@ -54,6 +60,11 @@ class PipelineOptions:
     sandbox_options: Mapping[str, Any] = field(default_factory=dict)
     extra_environment: Mapping[str, str] = field(default_factory=dict)
     on_invocation: Callable[[Invocation], None] | None = None
+    on_stream_invocation: Callable[[StreamInvocation], None] | None = None
+    stream_retry_pause_seconds: float = 0.05
+    """Pause before a failed stream batch is retried (Lambda backs off for longer)."""
+    stream_drain_seconds: float = 10.0
+    """On stop: how long the stream poller may keep publishing what the stream holds."""
     stack_name: str = "call-enricher-local"
     real_sinch: Any = None
     """``SinchCredentials`` of a real Sinch application: no sandbox; calls go to Sinch in
@@ -61,7 +72,7 @@ class PipelineOptions:
 
 
 class LocalPipeline:
-    """Sandbox + moto + HTTP API + poller. ``start()`` then ``stop()`` (or ``with``)."""
+    """Sandbox + moto + HTTP API + pollers. ``start()`` then ``stop()`` (or ``with``)."""
 
     def __init__(self, options: PipelineOptions | None = None) -> None:
         self.options = options or PipelineOptions()
@@ -69,6 +80,7 @@ class LocalPipeline:
         self.stack: LocalStack | None = None
         self.api: Any = None
         self.poller: SqsPoller | None = None
+        self.stream_poller: StreamPoller | None = None
         self._undo_logs: list[Callable[[], Any]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -88,19 +100,25 @@ class LocalPipeline:
             self._start_stack()
             self._start_api()
             self._start_poller()
+            self._start_stream_poller()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop everything that runs, in reverse order; restore the environment."""
+        """Stop everything that runs; restore the environment. What writes to the table
+        stops first, so that the stream poller can publish every change before it stops."""
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
         if self.api is not None:
             _quietly(self.api.stop)
             self.api = None
+        if self.stream_poller is not None:
+            self.stream_poller.wait_idle(self.options.stream_drain_seconds)
+            self.stream_poller.stop()
+            self.stream_poller = None
         if self.stack is not None:
             self.stack.stop()
             self.stack = None
@@ -185,6 +203,30 @@ class LocalPipeline:
         )
         poller.start()
         self.poller = poller
+
+    def _start_stream_poller(self) -> None:
+        stack = self.require_stack()
+        trigger = stack.stream_trigger
+        if trigger is None:
+            return
+        properties = stack.template.function_properties(trigger.function)
+        app = FUNCTIONS_DIR / Path(str(properties["CodeUri"])).name / "app.py"
+        handler = str(properties.get("Handler", "app.lambda_handler"))
+        poller = StreamPoller.from_stack(
+            stack,
+            lambda i: load_function(app, handler, instance=f"stream_{i}"),
+            retry_pause_seconds=self.options.stream_retry_pause_seconds,
+            on_invocation=self.options.on_stream_invocation,
+        )
+        poller.start()
+        self.stream_poller = poller
+
+    def wait_stream_idle(self, timeout: float) -> bool:
+        """Wait until the stream poller has consumed the calls table's stream up to now
+        (every change published, or given up on); False after ``timeout`` seconds."""
+        if self.stream_poller is None:
+            raise RuntimeError("the stream poller is not running")
+        return self.stream_poller.wait_idle(timeout)
 
     def _redirect_logs(self, path: Path) -> None:
         """Handlers' output to ``path``: Powertools' JSON logs, the EMF lines it prints to
