@@ -2,7 +2,9 @@
 
 ``call-enricher sandbox`` (or ``python -m call_enricher_tools.sandbox``) runs it until
 Ctrl-C; :class:`Sandbox` runs it in-process (``start()``/``stop()`` or ``with``). It listens
-on 127.0.0.1 only.
+on 127.0.0.1 only. Its HTTP side (binding, keep-alive, authentication, connection counts,
+hangs) is the project's one Sinch stand-in, :mod:`call_enricher_tools.sinch_standin`; the
+sandbox is what that stand-in answers.
 
 Get Call, ``GET /calling/v1/calls/id/{callId}``:
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from call_enricher_tools.sandbox.faults import keyed_rng
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLES_DIR = REPO_ROOT / "events" / "sinch"
 
@@ -81,11 +83,6 @@ class SeedRecord:
         currency = rate.get("currencyId") if isinstance(rate, dict) else None
         body["debit"] = {"currencyId": currency, "amount": 0}
         return body
-
-
-def _rng(seed: int, *parts: object) -> random.Random:
-    digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def make_call_id(seed: int, index: int, salt: str = "call") -> str:
@@ -160,7 +157,7 @@ def _party(rng: random.Random, numbers: _Numbers, party_type: str) -> dict[str, 
 def generated_record(seed: int, index: int, numbers: _Numbers | None = None) -> dict[str, Any]:
     """The FINAL Get Call body of generated call number ``index`` (deterministic)."""
     numbers = numbers or _Numbers()
-    rng = _rng(seed, index, "record")
+    rng = keyed_rng(seed, index, "record")
     call_id = make_call_id(seed, index)
     result, reason = OUTCOMES[index % len(OUTCOMES)]
     to_type = PARTY_TYPES[index % len(PARTY_TYPES)]
@@ -254,7 +251,7 @@ def generate_records(
     index = 0
     while len(out) < count:
         body = generated_record(seed, index, numbers)
-        ongoing = _rng(seed, index, "ongoing").random() < ongoing_fraction
+        ongoing = keyed_rng(seed, index, "ongoing").random() < ongoing_fraction
         if ongoing and body["result"] != "ANSWERED":
             body.update(result="ANSWERED", reason="CALLEEHANGUP", duration=61)
             body["debit"] = {

@@ -1,25 +1,22 @@
-"""The Sinch sandbox server: Get Call over real HTTP on 127.0.0.1 (see the package docstring)."""
+"""The Sinch sandbox: seeded records, faults and control routes answered by the one Sinch
+stand-in (:mod:`call_enricher_tools.sinch_standin`); see the package docstring."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import hmac
 import json
-import socket
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from call_enricher.callid import validate_call_id
 from call_enricher.errors import InvalidCallIdError
-from call_enricher.sinch.auth import SinchCredentials, verify_signature
+from call_enricher.sinch.auth import SinchCredentials
 from call_enricher_tools.sandbox.callbacks import CallbackOutcome, DiceSender
 from call_enricher_tools.sandbox.faults import (
     OK,
@@ -30,33 +27,27 @@ from call_enricher_tools.sandbox.faults import (
     parse_step,
 )
 from call_enricher_tools.sandbox.records import SeedRecord, generate_records, unknown_call_ids
+from call_enricher_tools.sinch_standin import (
+    GET_CALL_PATH,
+    LOOPBACK,
+    Answerer,
+    NonLoopbackHostError,
+    RecordedRequest,
+    Reply,
+    SinchStandIn,
+    sinch_error,
+)
 
-LOOPBACK = "127.0.0.1"
-GET_CALL_PATH = "/calling/v1/calls/id/"
+__all__ = ["NonLoopbackHostError", "Sandbox", "sandbox_credentials"]
+
 CONTROL_PREFIX = "/_sandbox/"
 CALL_KINDS = ("all", "final", "ongoing", "unknown")
 
-_STATUS_TEXT = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 _ERROR_MESSAGES = {
     429: (42900, "Capacity exceeded"),
     500: (50000, "Internal server error"),
     503: (50300, "Service unavailable"),
 }
-
-type Answer = tuple[int, bytes, dict[str, str]]
-
-
-class NonLoopbackHostError(ValueError):
-    """The sandbox was asked to listen on something else than 127.0.0.1."""
 
 
 def sandbox_credentials(seed: int) -> SinchCredentials:
@@ -67,28 +58,11 @@ def sandbox_credentials(seed: int) -> SinchCredentials:
     return SinchCredentials(application_key=key, application_secret=secret)
 
 
-def error_body(status: int, code: int, message: str) -> bytes:
-    """Sinch's error body: ``{status, errorCode, message, reference}``."""
-    return json.dumps(
-        {
-            "status": f"{status} {_STATUS_TEXT.get(status, 'Error')}",
-            "errorCode": code,
-            "message": message,
-            "reference": str(uuid.uuid4()),
-        }
-    ).encode()
-
-
-def _json(status: int, data: Any) -> Answer:
-    return status, json.dumps(data).encode(), {"Content-Type": "application/json"}
-
-
-def _error(status: int, code: int, message: str) -> Answer:
-    return status, error_body(status, code, message), {"Content-Type": "application/json"}
-
-
-class Sandbox:
+class Sandbox(Answerer):
     """A Sinch Get Call sandbox. ``start()``/``stop()`` or ``with Sandbox() as sandbox:``.
+
+    It is the :class:`~call_enricher_tools.sinch_standin.Answerer` of its own stand-in
+    (which binds, authenticates, counts connections and holds hangs).
 
     Args:
         host: must be ``127.0.0.1`` (or ``localhost``); anything else raises
@@ -135,17 +109,20 @@ class Sandbox:
         max_skew_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if host not in (LOOPBACK, "localhost"):
-            raise NonLoopbackHostError(
-                f"the sandbox listens on {LOOPBACK} only, not {host!r} "
-                "(it accepts a test secret and serves phone numbers)"
-            )
         if ongoing_from not in ("start", "first-request"):
             raise ValueError("ongoing_from must be 'start' or 'first-request'")
-        self.host = LOOPBACK
-        self.port = port
-        self.seed = seed
         self.credentials = credentials or sandbox_credentials(seed)
+        self._standin = SinchStandIn(
+            self,
+            host=host,
+            port=port,
+            credentials=self.credentials,
+            max_skew_seconds=max_skew_seconds,
+            hang_seconds=hang_seconds,
+            record=False,
+        )
+        self.host = LOOPBACK
+        self.seed = seed
         self.latency = latency if isinstance(latency, Latency) else Latency.parse(latency)
         self.faults = faults if isinstance(faults, FaultProfile) else FaultProfile.parse(faults)
         self.callback_path = callback_path
@@ -154,8 +131,6 @@ class Sandbox:
         self.ongoing_seconds = ongoing_seconds
         self.ongoing_from = ongoing_from
         self.dice_on_ongoing_end = dice_on_ongoing_end
-        self.hang_seconds = hang_seconds
-        self.max_skew_seconds = max_skew_seconds
         self.clock = clock
         self._records: dict[str, SeedRecord] = {
             r.call_id: r for r in generate_records(seed, records, ongoing_fraction=ongoing_fraction)
@@ -170,9 +145,7 @@ class Sandbox:
         self._callbacks: list[CallbackOutcome] = []
         self._callback_url: str | None = None
         self._sender: DiceSender | None = None
-        self._release = threading.Event()
-        self._server: _Server | None = None
-        self._threads: list[threading.Thread] = []
+        self._ticker: threading.Thread | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.set_callback_url(callback_url)
 
@@ -180,17 +153,9 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         """Bind and serve in background threads. Raises ``OSError`` when the port is taken."""
-        if self._server is not None:
+        if self._ticker is not None:
             return self
-        owner = self
-
-        class Handler(_Handler):
-            sandbox = owner
-
-        server = _Server((self.host, self.port), Handler)
-        server.owner = self
-        self._server = server
-        self._release.clear()
+        self._standin.start()
         now = self.clock()
         with self._lock:
             if self.ongoing_from == "start":
@@ -198,29 +163,16 @@ class Sandbox:
                     if record.ongoing:
                         self._started_at.setdefault(call_id, now)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-dice")
-        serve = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="sandbox-http",
-            daemon=True,
-        )
-        ticker = threading.Thread(target=self._tick_loop, name="sandbox-ticker", daemon=True)
-        self._threads = [serve, ticker]
-        for thread in self._threads:
-            thread.start()
+        self._ticker = threading.Thread(target=self._tick_loop, name="sandbox-ticker", daemon=True)
+        self._ticker.start()
         return self
 
     def stop(self) -> None:
         """Stop serving; hanging requests are released; idle connections are closed."""
-        self._release.set()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.close_connections()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._threads = []
+        self._standin.stop()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+            self._ticker = None
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -234,9 +186,7 @@ class Sandbox:
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>`` (the SinchClient's ``base_url``)."""
-        if self._server is None:
-            raise RuntimeError("the sandbox is not started")
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+        return self._standin.base_url
 
     # -- what is seeded --------------------------------------------------------------------
 
@@ -384,7 +334,7 @@ class Sandbox:
         return due
 
     def _tick_loop(self) -> None:
-        while not self._release.wait(0.05):
+        while not self._standin.wait(0.05):
             self.tick()
 
     def _send_dice(self, call_id: str) -> CallbackOutcome | None:
@@ -411,12 +361,12 @@ class Sandbox:
         kind, ``connections`` (TCP connections accepted), callbacks and calls ended."""
         with self._lock:
             counts = dict(self._stats)
-        server = self._server
+        standin = self._standin
         return {
-            "requests": {k[4:]: v for k, v in counts.items() if k.startswith("req:")},
+            "requests": standin.answered,
             "faults": {k[6:]: v for k, v in counts.items() if k.startswith("fault:")},
-            "auth_failures": {k[5:]: v for k, v in counts.items() if k.startswith("auth:")},
-            "connections": server.connections_accepted if server else counts.get("conn", 0),
+            "auth_failures": standin.auth_failures,
+            "connections": standin.connections,
             "callbacks_delivered": counts.get("callbacks-delivered", 0),
             "callbacks_failed": counts.get("callbacks-failed", 0),
             "callback_attempts": counts.get("callback-attempts", 0),
@@ -427,44 +377,28 @@ class Sandbox:
         with self._lock:
             self._stats[key] += 1
 
-    # -- answering (called by the handler) -------------------------------------------------
+    # -- answering (called by the stand-in) ------------------------------------------------
 
-    def check_auth(self, method: str, path: str, headers: dict[str, str], body: bytes) -> int:
-        """0 when authentic, else Sinch's 401 ``errorCode``."""
-        authorization = headers.get("authorization")
-        if authorization and authorization.strip().lower().startswith("basic "):
-            expected = "Basic " + base64.b64encode(
-                f"{self.credentials.application_key}:{self.credentials.application_secret}".encode()
-            ).decode("ascii")
-            given = authorization.strip()
-            if given.split(" ", 1)[1:] and hmac.compare_digest(
-                given.split(" ", 1)[1].encode("latin-1", "replace"),
-                expected.split(" ", 1)[1].encode(),
-            ):
-                return 0
-            self._count("auth:basic-wrong-credentials")
-            return 40108
-        check = verify_signature(
-            self.credentials,
-            method=method,
-            path=path,
-            body=body,
-            content_type=headers.get("content-type", ""),
-            timestamp=headers.get("x-timestamp"),
-            authorization=authorization,
-            max_skew_seconds=self.max_skew_seconds,
-        )
-        if check.ok:
-            return 0
-        self._count(f"auth:{check.value}")
-        return check.sinch_error_code or 40100
+    control_prefix = CONTROL_PREFIX
 
-    def answer_get_call(self, raw_id: str) -> tuple[Answer | None, float]:
-        """(answer or None to hang, delay in seconds) for an authentic Get Call."""
+    def authenticates(self, request: RecordedRequest) -> bool:
+        """Get Call is authenticated; other paths are answered 404 without a check."""
+        return urlsplit(request.path).path.startswith(GET_CALL_PATH)
+
+    def answer(self, request: RecordedRequest) -> Reply:
+        path = urlsplit(request.path).path
+        if not path.startswith(GET_CALL_PATH):
+            return sinch_error(404, 40400, "Not found")
+        if request.method != "GET":
+            return sinch_error(405, 40500, "Method not allowed")
+        return self.answer_get_call(path[len(GET_CALL_PATH) :])
+
+    def answer_get_call(self, raw_id: str) -> Reply:
+        """The reply to an authentic Get Call for the raw (percent-encoded) ``raw_id``."""
         try:
             call_id = validate_call_id(unquote(raw_id))
         except InvalidCallIdError:
-            return _error(400, 40001, "Invalid call id"), 0.0
+            return sinch_error(400, 40001, "Invalid call id")
         with self._lock:
             self._requests_per_id[call_id] += 1
             asked = self._requests_per_id[call_id]
@@ -482,24 +416,23 @@ class Sandbox:
         if fault is not OK:
             self._count(f"fault:{fault.label}")
         if fault.kind == "hang":
-            return None, 0.0
-        if fault.kind == "status":
-            if fault.status == 404:
-                return _error(404, 40400, "Call not found"), delay
+            return Reply(hang=True)
+        if fault.kind == "status" and fault.status != 404:
             code, message = _ERROR_MESSAGES.get(fault.status, (fault.status * 100, "Error"))
-            status, payload, headers = _error(fault.status, code, message)
-            if fault.retry_after:
-                headers["Retry-After"] = fault.retry_after
-            return (status, payload, headers), delay
-        body = self.current_body(call_id)
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return sinch_error(fault.status, code, message, headers=headers, delay=delay)
+        body = None if fault.kind == "status" else self.current_body(call_id)
         if body is None:
-            return _error(404, 40400, "Call not found"), delay
+            return sinch_error(404, 40400, "Call not found", delay=delay)
         encoded = json.dumps(body).encode()
         if fault.kind == "malformed":
             encoded = encoded[: max(1, len(encoded) // 2)]
-        return (200, encoded, {"Content-Type": "application/json"}), delay
+        return Reply(200, encoded, delay=delay)
 
-    def answer_control(self, method: str, target: str, body: bytes) -> Answer:
+    def control(self, request: RecordedRequest, standin: SinchStandIn[Any]) -> Reply:
+        return self.answer_control(request.method, request.path, request.body)
+
+    def answer_control(self, method: str, target: str, body: bytes) -> Reply:
         """The ``/_sandbox/`` control API (see the package docstring)."""
         parts = urlsplit(target)
         segments = [unquote(s) for s in parts.path[len(CONTROL_PREFIX) :].split("/") if s]
@@ -507,29 +440,28 @@ class Sandbox:
         try:
             data = json.loads(body) if body else {}
         except ValueError:
-            return _json(400, {"error": "body is not JSON"})
+            return Reply.json({"error": "body is not JSON"}, 400)
         try:
             return self._control(method, segments, query, data)
         except (ValueError, TypeError) as exc:
-            return _json(400, {"error": str(exc)})
+            return Reply.json({"error": str(exc)}, 400)
         except KeyError as exc:
-            return _json(404, {"error": f"unknown call {exc}"})
+            return Reply.json({"error": f"unknown call {exc}"}, 404)
 
     def _control(
         self, method: str, segments: list[str], query: dict[str, list[str]], data: Any
-    ) -> Answer:
+    ) -> Reply:
         if segments == ["stats"] and method == "GET":
-            return _json(200, self.stats)
+            return Reply.json(self.stats)
         if segments == ["faults"]:
             if method in ("PUT", "POST"):
                 if "latency_ms" in data:
                     self.set_latency(data.pop("latency_ms"))
                 self.set_faults(data.get("profile", data) if isinstance(data, dict) else data)
-            return _json(200, {"faults": self.faults.as_dict(), "latency": str(self.latency)})
+            return Reply.json({"faults": self.faults.as_dict(), "latency": str(self.latency)})
         if segments == ["calls"] and method == "GET":
             kind = query.get("kind", ["all"])[0]
-            return _json(
-                200,
+            return Reply.json(
                 {
                     "kind": kind,
                     "calls": [
@@ -548,7 +480,7 @@ class Sandbox:
             body = self.current_body(segments[1])
             if body is None:
                 raise KeyError(segments[1])
-            return _json(200, body)
+            return Reply.json(body)
         if len(segments) == 3 and segments[0] == "calls" and method == "POST":
             call_id, action = segments[1], segments[2]
             if action == "script":
@@ -556,11 +488,10 @@ class Sandbox:
                 if not isinstance(steps, list):
                     raise ValueError('send {"steps": ["503", "ok", ...]}')
                 self.script(call_id, steps)
-                return _json(200, {"callId": call_id, "steps": steps})
+                return Reply.json({"callId": call_id, "steps": steps})
             if action == "end":
                 outcome = self.end_call(call_id)
-                return _json(
-                    200,
+                return Reply.json(
                     {
                         "callId": call_id,
                         "callback": None
@@ -573,99 +504,4 @@ class Sandbox:
                         },
                     },
                 )
-        return _json(404, {"error": "unknown control route", "see": "GET /_sandbox/stats"})
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 256  # the default 5 drops SYNs under a burst
-    allow_reuse_address = True
-    owner: Sandbox
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.connections_accepted = 0
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self.connections_accepted += 1
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Shut down every open connection (idle keep-alive ones included)."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients that time out and hang up are part of the game
-
-
-class _Handler(BaseHTTPRequestHandler):
-    sandbox: Sandbox
-    protocol_version = "HTTP/1.1"  # keep-alive: connection reuse is visible in the stats
-    disable_nagle_algorithm = True
-    server_version = "sinch-sandbox"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
-
-    def _serve(self) -> None:
-        sandbox = self.sandbox
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
-        path = urlsplit(self.path).path
-        delay = 0.0
-        answer: Answer | None
-        if path.startswith(CONTROL_PREFIX):
-            route = "/_sandbox"
-            answer = sandbox.answer_control(self.command, self.path, body)
-        elif path.startswith(GET_CALL_PATH):
-            route = "/calling/v1/calls/id/{callId}"
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            code = sandbox.check_auth(self.command, self.path, headers, body)
-            if code:
-                answer = _error(401, code, "Unauthorized")
-            elif self.command != "GET":
-                answer = _error(405, 40500, "Method not allowed")
-            else:
-                answer, delay = sandbox.answer_get_call(path[len(GET_CALL_PATH) :])
-        else:
-            route = "other"
-            answer = _error(404, 40400, "Not found")
-        status = answer[0] if answer is not None else 0
-        sandbox._count(f"req:{self.command} {route} {status or 'hang'}")
-        if answer is None:
-            sandbox._release.wait(sandbox.hang_seconds)
-            self.close_connection = True
-            return
-        if delay > 0:
-            sandbox._release.wait(delay)
-        code, payload, extra = answer
-        try:
-            self.send_response(code, _STATUS_TEXT.get(code))
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-        except OSError:
-            self.close_connection = True
+        return Reply.json({"error": "unknown control route", "see": "GET /_sandbox/stats"}, 404)
