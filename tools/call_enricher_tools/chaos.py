@@ -43,7 +43,6 @@ import hashlib
 import io
 import json
 import logging
-import random
 import sys
 import threading
 import time
@@ -51,16 +50,22 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
-from call_enricher.sinch.auth import SinchCredentials, verify_signature
+from call_enricher.sinch.auth import SinchCredentials
+from call_enricher_tools.sandbox.faults import keyed_rng as _rng
+from call_enricher_tools.sinch_standin import (
+    GET_CALL_PATH,
+    Answerer,
+    RecordedRequest,
+    Reply,
+    SinchStandIn,
+    sinch_error,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUEUE_APP = REPO_ROOT / "functions" / "queue_enricher" / "app.py"
-LOOPBACK = "127.0.0.1"
-GET_CALL_PATH = "/calling/v1/calls/id/"
 MAX_BACKLOG = 200
 """Visible messages above which the chaos run's producer pauses."""
 CHAOS_CREDENTIALS = SinchCredentials(
@@ -114,11 +119,6 @@ class ChaosConfig:
 # --- the Sinch stand-in ---------------------------------------------------------------------
 
 
-def _rng(seed: int, *parts: object) -> random.Random:
-    digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def call_ids(n: int, seed: int) -> list[str]:
     """N distinct, well-formed (32 hex characters) call IDs derived from the seed."""
     return [
@@ -149,11 +149,10 @@ def chaos_record(call_id: str, seed: int, *, status: str = "FINAL") -> dict[str,
     }
 
 
-class ChaosSinch:
-    """Get Call on 127.0.0.1 with seeded per-request faults. ``start()`` / ``stop()``."""
+class ChaosAnswers(Answerer):
+    """Get Call answers with seeded per-request faults (the answerer of :class:`ChaosSinch`)."""
 
-    def __init__(self, credentials: SinchCredentials, seed: int, config: ChaosConfig) -> None:
-        self.credentials = credentials
+    def __init__(self, seed: int, config: ChaosConfig) -> None:
         self.seed = seed
         self.config = config
         self.injected: Counter[str] = Counter()
@@ -161,11 +160,6 @@ class ChaosSinch:
         self.records_served: set[str] = set()
         self._first_asked: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._release = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- what each ID is ---------------------------------------------------------------------
 
     def kind(self, call_id: str) -> str:
         """``unknown``, ``ongoing``, ``dead`` or ``final`` (decided once per ID, by the seed)."""
@@ -180,73 +174,10 @@ class ChaosSinch:
             draw -= rate
         return "final"
 
-    def phone_numbers(self, ids: Sequence[str]) -> set[str]:
-        """Every endpoint the stand-in can serve for ``ids`` (for the log-leak checks)."""
-        numbers: set[str] = set()
-        for call_id in ids:
-            record = chaos_record(call_id, self.seed)
-            numbers.update({record["from"]["endpoint"], record["to"]["endpoint"]})
-        return numbers
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("ChaosSinch is not started")
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
-
-    def start(self) -> ChaosSinch:
-        owner = self
-
-        class Handler(_ChaosHandler):
-            chaos = owner
-
-        server = _Server((LOOPBACK, 0), Handler)
-        self._server = server
-        self._release.clear()
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> ChaosSinch:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # -- answering ----------------------------------------------------------------------------
-
-    def answer(
-        self, path: str, headers: dict[str, str]
-    ) -> tuple[int, bytes, dict[str, str]] | None:
-        """(status, body, headers) for one request, or ``None`` to hang."""
-        check = verify_signature(
-            self.credentials,
-            method="GET",
-            path=path,
-            body=b"",
-            content_type=headers.get("content-type", ""),
-            timestamp=headers.get("x-timestamp"),
-            authorization=headers.get("authorization"),
-        )
-        if not check.ok:
-            self._count("auth-rejected")
-            return _error(401, check.sinch_error_code or 40100, "Unauthorized")
+    def answer(self, request: RecordedRequest) -> Reply:
+        path = request.path
         if not path.startswith(GET_CALL_PATH):
-            return _error(404, 40400, "Not found")
+            return sinch_error(404, 40400, "Not found")
         call_id = path.removeprefix(GET_CALL_PATH)
         with self._lock:
             self.requests_per_id[call_id] += 1
@@ -254,7 +185,7 @@ class ChaosSinch:
             first = self._first_asked.setdefault(call_id, time.monotonic())
         if self.kind(call_id) == "dead":
             self._count("sinch-dead-id")
-            return _error(503, 50300, "Service unavailable")
+            return sinch_error(503, 50300, "Service unavailable")
         draw = _rng(self.seed, call_id, "request", asked).random()
         config = self.config
         for name, rate in (
@@ -269,78 +200,71 @@ class ChaosSinch:
             draw -= rate
         kind = self.kind(call_id)
         if kind == "unknown":
-            return _error(404, 40400, "Call not found")
+            return sinch_error(404, 40400, "Call not found")
         status = "FINAL"
         if kind == "ongoing" and time.monotonic() - first < config.ongoing_seconds:
             status = "ONGOING"
         with self._lock:
             self.records_served.add(call_id)
-        body = json.dumps(chaos_record(call_id, self.seed, status=status)).encode()
-        return 200, body, {"Content-Type": "application/json"}
+        return Reply.json(chaos_record(call_id, self.seed, status=status))
 
-    def _fault(
-        self, name: str, call_id: str, asked: int
-    ) -> tuple[int, bytes, dict[str, str]] | None:
+    @staticmethod
+    def _fault(name: str, call_id: str, asked: int) -> Reply:
         if name == "sinch-5xx":
             status = 503 if asked % 2 else 500
-            return _error(status, status * 100, "Service unavailable")
+            return sinch_error(status, status * 100, "Service unavailable")
         if name == "sinch-429":
-            status, body, headers = _error(429, 42900, "Too many requests")
-            if asked % 2:
-                headers["Retry-After"] = "1"
-            return status, body, headers
+            headers = {"Retry-After": "1"} if asked % 2 else {}
+            return sinch_error(429, 42900, "Too many requests", headers=headers)
         if name == "sinch-hang":
-            self._release.wait(self.config.read_timeout_seconds + 0.5)
-            return None
-        return (
-            200,
-            b'{"callId": "' + call_id.encode() + b'", "status": "FIN',
-            {"Content-Type": "application/json"},
-        )
+            return Reply(hang=True)
+        return Reply(200, b'{"callId": "' + call_id.encode() + b'", "status": "FIN')
 
     def _count(self, name: str) -> None:
         with self._lock:
             self.injected[name] += 1
 
 
-def _error(status: int, code: int, message: str) -> tuple[int, bytes, dict[str, str]]:
-    body = json.dumps({"status": str(status), "errorCode": code, "message": message})
-    return status, body.encode(), {"Content-Type": "application/json"}
+class ChaosSinch(SinchStandIn[ChaosAnswers]):
+    """Get Call on 127.0.0.1 with seeded per-request faults, checking every request's
+    signature. ``start()`` / ``stop()``; a hang holds past the client's read timeout."""
 
+    def __init__(self, credentials: SinchCredentials, seed: int, config: ChaosConfig) -> None:
+        super().__init__(
+            ChaosAnswers(seed, config),
+            credentials=credentials,
+            hang_seconds=config.read_timeout_seconds + 0.5,
+            record=False,
+        )
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 256
+    def kind(self, call_id: str) -> str:
+        """``unknown``, ``ongoing``, ``dead`` or ``final`` (decided once per ID, by the seed)."""
+        return self.answerer.kind(call_id)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients that time out and hang up are part of the run
+    def phone_numbers(self, ids: Sequence[str]) -> set[str]:
+        """Every endpoint the stand-in can serve for ``ids`` (for the log-leak checks)."""
+        numbers: set[str] = set()
+        for call_id in ids:
+            record = chaos_record(call_id, self.answerer.seed)
+            numbers.update({record["from"]["endpoint"], record["to"]["endpoint"]})
+        return numbers
 
+    @property
+    def injected(self) -> Counter[str]:
+        """Faults injected per name; ``auth-rejected``: requests that failed the check."""
+        injected = Counter(self.answerer.injected)
+        rejected = sum(self.auth_failures.values())
+        if rejected:
+            injected["auth-rejected"] = rejected
+        return injected
 
-class _ChaosHandler(BaseHTTPRequestHandler):
-    chaos: ChaosSinch
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+    @property
+    def requests_per_id(self) -> Counter[str]:
+        return self.answerer.requests_per_id
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        answer = self.chaos.answer(self.path, headers)
-        if answer is None:
-            self.close_connection = True
-            return
-        status, body, extra = answer
-        try:
-            self.send_response(status)
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+    @property
+    def records_served(self) -> set[str]:
+        return self.answerer.records_served
 
 
 # --- failing AWS clients ---------------------------------------------------------------------
