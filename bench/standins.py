@@ -1,9 +1,11 @@
 """Fast local stand-ins for the benchmarks: Sinch over real HTTP, and AWS in memory or HTTP.
 
-* :class:`SinchStandIn`: answers ``GET /calling/v1/calls/id/{callId}`` after ``delay`` seconds
-  with a varied, per-call-ID stable record (HTTP/1.1 keep-alive, no Nagle stall). It counts
-  the TCP connections it accepts (``connections``) and the requests (``requests``): reuse is
-  counted at the server, not assumed. Auth headers are not checked (not what is measured).
+* :class:`SinchStandIn`: the project's one Sinch stand-in
+  (:mod:`call_enricher_tools.sinch_standin`: HTTP/1.1 keep-alive, no Nagle stall) answering
+  ``GET /calling/v1/calls/id/{callId}`` after ``delay`` seconds with a varied, per-call-ID
+  stable record (:class:`BenchRecords`). It counts the TCP connections it accepts and the
+  requests: reuse is counted at the server, not assumed. Auth headers are not checked (not
+  what is measured).
 * :class:`FakeAws`: in-memory DynamoDB / EventBridge / SQS / Secrets Manager clients with the
   boto3 low-level method names and wire shapes, counting calls per operation. The DynamoDB
   fake implements the two conditional ``UpdateItem`` forms :class:`CallStore` sends (save,
@@ -18,7 +20,6 @@ import hashlib
 import json
 import re
 import threading
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -26,13 +27,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 from bench.records import RecordFactory
+from call_enricher_tools import sinch_standin
+from call_enricher_tools.sinch_standin import GET_CALL_PATH, Answerer, RecordedRequest, Reply
 
 LOOPBACK = "127.0.0.1"
 # The test-only Sinch credentials of events/README.md (the sample callback is signed with
 # them). The Sinch stand-in does not check them; the callback receivers do.
 BENCH_KEY = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
 BENCH_SECRET = "Y2FsbC1lbnJpY2hlciB0ZXN0IHNlY3JldCwgbmV2ZXIgcmVhbA=="  # noqa: S105 - test only
-_CALL_PATH = "/calling/v1/calls/id/"
 
 
 class _Server(ThreadingHTTPServer):
@@ -107,13 +109,17 @@ class _Running:
         self.stop()
 
 
-class SinchStandIn(_Running):
-    def __init__(self, delay: float = 0.1, seed: int = 3, *, pstn_only: bool = False) -> None:
+class BenchRecords(Answerer):
+    """Get Call answered after ``delay`` with a stable record per call ID; ``/__stats`` gives
+    the counts so far (the asking connection excluded), ``/__reset`` zeroes them."""
+
+    control_prefix = "/__"
+
+    def __init__(self, delay: float, seed: int, *, pstn_only: bool) -> None:
         self.delay = delay
         self._factory = RecordFactory(seed, pstn_only=pstn_only)
         self._bodies: dict[str, bytes] = {}
         self._lock = threading.Lock()
-        self.start(_SinchHandler)
 
     def body(self, call_id: str) -> bytes:
         with self._lock:
@@ -122,27 +128,31 @@ class SinchStandIn(_Running):
                 body = self._bodies[call_id] = json.dumps(self._factory.record(call_id)).encode()
             return body
 
+    def answer(self, request: RecordedRequest) -> Reply:
+        if not request.path.startswith(GET_CALL_PATH):
+            return Reply.error(404, 40400, "not found")
+        return Reply(200, self.body(request.path[len(GET_CALL_PATH) :]), delay=self.delay)
 
-class _SinchHandler(_Handler):
-    def do_GET(self) -> None:
-        owner: SinchStandIn = self.server.owner  # type: ignore[attr-defined]
-        if self.path == "/__stats":  # counts so far, this connection excluded
-            with self.server.lock:
-                stats = {"connections": self.server.connections - 1, "requests": owner.requests}
-            self.reply(200, json.dumps(stats).encode())
-            return
-        if self.path == "/__reset":  # zero the counts (this connection included)
-            owner.reset_counts()
-            self.reply(200, b"{}")
-            return
-        with self.server.lock:
-            self.server.requests += 1
-        if not self.path.startswith(_CALL_PATH):
-            self.reply(404, b'{"errorCode":40400,"message":"not found"}')
-            return
-        if owner.delay:
-            time.sleep(owner.delay)
-        self.reply(200, owner.body(self.path[len(_CALL_PATH) :]))
+    def control(self, request: RecordedRequest, standin: sinch_standin.SinchStandIn[Any]) -> Reply:
+        if request.path == "/__stats":
+            stats = {"connections": standin.connections - 1, "requests": standin.request_count}
+            return Reply.json(stats)
+        if request.path == "/__reset":  # this connection included
+            standin.reset_counts()
+            return Reply.json({})
+        return super().control(request, standin)
+
+
+class SinchStandIn(sinch_standin.SinchStandIn[BenchRecords]):
+    """:class:`BenchRecords` served (already started); ``url`` is where."""
+
+    def __init__(self, delay: float = 0.1, seed: int = 3, *, pstn_only: bool = False) -> None:
+        super().__init__(BenchRecords(delay, seed, pstn_only=pstn_only), record=False)
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return self.base_url
 
 
 # -- AWS --------------------------------------------------------------------------------
@@ -437,7 +447,7 @@ class SinchProcess:
         self.stop()
 
 
-def _serve_until_stdin_closes(server: _Running) -> None:
+def _serve_until_stdin_closes(server: _Running | SinchStandIn) -> None:
     import sys
 
     print(server.url, flush=True)
