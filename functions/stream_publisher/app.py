@@ -21,8 +21,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from call_enricher.observability import logger, metrics, tracer
-from call_enricher.outbox import change_from_record
-from call_enricher.runtime import emit_outbox_metrics, get_outbox
+from call_enricher.outbox import change_from_record, emit_outbox_metrics, get_outbox
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 

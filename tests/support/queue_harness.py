@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 from moto import mock_aws
 
-from call_enricher import aws, runtime
+from call_enricher import aws, outbox, runtime
 from call_enricher.settings import get_settings
 from call_enricher.sinch.auth import SinchCredentials
 from tests.support.fake_sinch import FakeSinch
@@ -136,13 +136,13 @@ def queue_harness(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Harne
             sinch.add_call(call_id_of(record), record)
         get_settings.cache_clear()
         runtime.set_service(None)
-        runtime.set_outbox(None)
+        outbox.set_outbox(None)
         try:
             yield Harness(
                 load_handler("queue_enricher"), stack, sinch, load_handler("stream_publisher")
             )
         finally:
             runtime.set_service(None)
-            runtime.set_outbox(None)
+            outbox.set_outbox(None)
             get_settings.cache_clear()
     aws.reset_clients()

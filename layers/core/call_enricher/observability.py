@@ -83,3 +83,17 @@ def _make_tracer() -> TracerLike:
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 tracer: TracerLike = _make_tracer()
+
+
+def dimensioned_count(name: MetricName, count: int, dimension: str, value: str) -> None:
+    """A count with one extra dimension (its own EMF document, flushed at once)."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    with single_metric(
+        name=name,
+        unit=MetricUnit.Count,
+        value=count,
+        namespace=metrics.namespace,
+        default_dimensions={**metrics.default_dimensions, dimension: value},
+    ):
+        pass

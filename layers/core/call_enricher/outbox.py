@@ -20,6 +20,7 @@ The stream (new and old images) is the only source of events. For each stream re
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from call_enricher.state import StoredCall, failure_from_error
 
 if TYPE_CHECKING:
     from call_enricher.publishing import EventPublisher
+    from call_enricher.settings import Settings
     from call_enricher.storage import CallStore
 
 MAX_ENTRIES = 10
@@ -181,3 +183,63 @@ class OutboxPublisher:
             report.failed.setdefault(
                 change.key, errors.TransientError("an earlier change of the batch is retried")
             )
+
+
+# -- wiring of the stream publisher function ------------------------------------------------
+
+_lock = threading.Lock()
+_outbox: OutboxPublisher | None = None
+
+
+def _log(level: str, message: str, **fields: Any) -> None:
+    from call_enricher.observability import logger
+
+    getattr(logger, level)(message, extra=fields)
+
+
+def build_outbox(settings: Settings) -> OutboxPublisher:
+    """Build the stream publisher from settings (AWS clients created lazily inside)."""
+    from call_enricher.publishing import EventPublisher
+    from call_enricher.storage import CallStore
+
+    return OutboxPublisher(
+        EventPublisher(settings.event_bus_name, settings.event_source),
+        CallStore(settings.calls_table_name),
+        log=_log,
+    )
+
+
+def get_outbox() -> OutboxPublisher:
+    """The process-wide outbox publisher, built on first use."""
+    global _outbox
+    with _lock:
+        if _outbox is None:
+            from call_enricher.settings import get_settings
+
+            _outbox = build_outbox(get_settings())
+        return _outbox
+
+
+def set_outbox(outbox: OutboxPublisher | None) -> None:
+    """Replace the process-wide outbox publisher (tests, local stack)."""
+    global _outbox
+    with _lock:
+        _outbox = outbox
+
+
+def emit_outbox_metrics(report: OutboxReport) -> None:
+    """The stream publisher's figures: events published per detail type, and rejected."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from call_enricher.observability import MetricName, dimensioned_count, metrics
+
+    if report.published:
+        metrics.add_metric(
+            name=MetricName.EVENTS_PUBLISHED, unit=MetricUnit.Count, value=report.published
+        )
+    for detail_type, count in report.by_type.items():
+        dimensioned_count(MetricName.EVENTS_PUBLISHED_BY_TYPE, count, "detailType", detail_type)
+    if report.rejected:
+        metrics.add_metric(
+            name=MetricName.EVENTS_REJECTED, unit=MetricUnit.Count, value=report.rejected
+        )

@@ -1,8 +1,8 @@
-"""Wiring for the Lambda functions: one lazily built, process-wide service per function.
+"""Wiring of the queue and API functions: one lazily built, process-wide enrichment service.
 
-The enrichment service (queue and API functions) and the outbox publisher (stream function)
-are created on first use and reused by every later invocation of a warm function. Tests and
-the local stack swap them with :func:`set_service` / :func:`set_outbox`.
+Created on first use and reused by every later invocation of a warm function. Tests and the
+local stack swap it with :func:`set_service`. (The stream publisher's wiring is in
+:mod:`call_enricher.outbox`: it needs none of this.)
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from call_enricher.observability import MetricName, logger, metrics
-from call_enricher.outbox import OutboxPublisher, OutboxReport
+from call_enricher.observability import MetricName, dimensioned_count, logger, metrics
 from call_enricher.service import BatchReport, EnrichmentService, SinchClients
 from call_enricher.settings import Settings, get_settings
 
 _lock = threading.Lock()
 _service: EnrichmentService | None = None
-_outbox: OutboxPublisher | None = None
 
 
 def _log(level: str, message: str, **fields: Any) -> None:
@@ -75,50 +73,6 @@ def set_service(service: EnrichmentService | None) -> None:
         _service = service
 
 
-def build_outbox(settings: Settings) -> OutboxPublisher:
-    """Build the stream publisher from settings (AWS clients created lazily inside)."""
-    from call_enricher.publishing import EventPublisher
-    from call_enricher.storage import CallStore
-
-    return OutboxPublisher(
-        EventPublisher(settings.event_bus_name, settings.event_source),
-        CallStore(settings.calls_table_name),
-        log=_log,
-    )
-
-
-def get_outbox() -> OutboxPublisher:
-    """The process-wide outbox publisher, built on first use."""
-    global _outbox
-    with _lock:
-        if _outbox is None:
-            _outbox = build_outbox(get_settings())
-        return _outbox
-
-
-def set_outbox(outbox: OutboxPublisher | None) -> None:
-    """Replace the process-wide outbox publisher (tests, local stack)."""
-    global _outbox
-    with _lock:
-        _outbox = outbox
-
-
-def emit_outbox_metrics(report: OutboxReport) -> None:
-    """The stream publisher's figures: events published per detail type, and rejected."""
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    if report.published:
-        metrics.add_metric(
-            name=MetricName.EVENTS_PUBLISHED, unit=MetricUnit.Count, value=report.published
-        )
-    for detail_type, count in report.by_type.items():
-        _dimensioned_count(MetricName.EVENTS_PUBLISHED_BY_TYPE, count, "detailType", detail_type)
-    if report.rejected:
-        metrics.add_metric(
-            name=MetricName.EVENTS_REJECTED, unit=MetricUnit.Count, value=report.rejected
-        )
-
-
 def emit_batch_metrics(report: BatchReport) -> None:
     """Aggregate a batch's figures into EMF metrics (emitted when the handler returns)."""
     from aws_lambda_powertools.metrics import MetricUnit
@@ -145,7 +99,7 @@ def emit_batch_metrics(report: BatchReport) -> None:
         if result.error.reason.startswith("sinch-"):
             sinch_failures += 1
     for reason, count in failures.items():
-        _dimensioned_count(MetricName.ENRICHMENT_FAILED, count, "reason", reason)
+        dimensioned_count(MetricName.ENRICHMENT_FAILED, count, "reason", reason)
     if sinch_failures:
         metrics.add_metric(
             name=MetricName.SINCH_FAILURES, unit=MetricUnit.Count, value=sinch_failures
@@ -164,18 +118,4 @@ def emit_batch_metrics(report: BatchReport) -> None:
     if retries:
         metrics.add_metric(name=MetricName.SINCH_RETRIES, unit=MetricUnit.Count, value=retries)
     for label, count in statuses.items():
-        _dimensioned_count(MetricName.SINCH_RESPONSES, count, "statusCode", label)
-
-
-def _dimensioned_count(name: MetricName, count: int, dimension: str, value: str) -> None:
-    """A count with one extra dimension (its own EMF document, flushed at once)."""
-    from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-    with single_metric(
-        name=name,
-        unit=MetricUnit.Count,
-        value=count,
-        namespace=metrics.namespace,
-        default_dimensions={**metrics.default_dimensions, dimension: value},
-    ):
-        pass
+        dimensioned_count(MetricName.SINCH_RESPONSES, count, "statusCode", label)
