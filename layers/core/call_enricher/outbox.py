@@ -31,9 +31,9 @@ from call_enricher.events import DETAIL_TYPE_CALL_ENRICHED, OutgoingEvent, event
 from call_enricher.state import StoredCall, failure_from_error
 
 if TYPE_CHECKING:
+    from call_enricher.items import FailureRecorder
     from call_enricher.publishing import EventPublisher
     from call_enricher.settings import Settings
-    from call_enricher.storage import CallStore
 
 MAX_ENTRIES = 10
 
@@ -59,7 +59,7 @@ class OutboxReport:
 
 def change_from_record(record: Mapping[str, Any]) -> StreamChange:
     """A :class:`StreamChange` from a Lambda DynamoDB Streams record (images parsed)."""
-    from call_enricher.storage import parse_item
+    from call_enricher.items import parse_item
 
     stream = record.get("dynamodb") or {}
     keys = stream.get("Keys") or {}
@@ -78,7 +78,7 @@ class OutboxPublisher:
     def __init__(
         self,
         publisher: EventPublisher,
-        store: CallStore,
+        store: FailureRecorder,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         log: Callable[..., None] | None = None,
@@ -200,11 +200,10 @@ def _log(level: str, message: str, **fields: Any) -> None:
 def build_outbox(settings: Settings) -> OutboxPublisher:
     """Build the stream publisher from settings (AWS clients created lazily inside)."""
     from call_enricher.publishing import EventPublisher
-    from call_enricher.storage import CallStore
 
     return OutboxPublisher(
         EventPublisher(settings.event_bus_name, settings.event_source),
-        CallStore(settings.calls_table_name),
+        FailureRecorder(settings.calls_table_name),
         log=_log,
     )
 

@@ -23,7 +23,8 @@ Writes
 * **UNCHANGED**: the same failure (same :attr:`Failure.fingerprint`) is stored already.
 * **KEPT_FINAL**: a FINAL version is stored: a failure never turns a FINAL call back.
 
-:meth:`CallStore.record_unpublishable` is the publisher's only write: the stored version's
+:meth:`call_enricher.items.FailureRecorder.record_unpublishable` is the publisher's only
+write (in its own module, so the publisher's role grants nothing more): the stored version's
 ``Call Enriched`` event can never be accepted by EventBridge, which becomes the call's
 failure (conditional on that version still being the stored one).
 
@@ -55,16 +56,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ValidationError
 
 from call_enricher import aws
-from call_enricher.errors import AwsUnavailableError, PermanentError
+from call_enricher.errors import AwsUnavailableError
+from call_enricher.items import conditional_update, json_of, names_used, parse_item, to_attribute
 from call_enricher.model import format_utc
 from call_enricher.state import (
     FINAL,
@@ -77,32 +76,13 @@ from call_enricher.state import (
 
 __all__ = ["BATCH_GET_LIMIT", "CallStore", "WriteOutcome", "WriteResult", "parse_item"]
 
+# parse_item is re-exported: the item codec lives in call_enricher.items (with the write
+# primitive the stream publisher shares, without this module's reads).
+
 BATCH_GET_LIMIT = 100
 """Keys per ``BatchGetItem`` request (DynamoDB's limit)."""
 
 
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
-
-_NAMES = {
-    f"#{name}": name
-    for name in (
-        "callId",
-        "state",
-        "version",
-        "fingerprint",
-        "status",
-        "previousStatus",
-        "record",
-        "context",
-        "entryPath",
-        "createdAt",
-        "updatedAt",
-        "failure",
-        "schemaVersion",
-        "expiresAt",
-    )
-}
 # Everything but the record: enough to decide whether a stored FINAL can be served.
 _SUMMARY = "#callId, #state, #version, #fingerprint, #status, #updatedAt, #createdAt"
 
@@ -149,50 +129,6 @@ class EnrichedLike(Protocol):
 
 
 # -- the one translation between items and models ---------------------------------------
-
-
-def _attribute(value: Any) -> dict[str, Any]:
-    """A JSON value as a DynamoDB attribute (floats, which boto3 refuses, become decimals)."""
-    serialized: dict[str, Any] = dict(_SERIALIZER.serialize(_decimals(value)))
-    return serialized
-
-
-def _decimals(value: Any) -> Any:
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, Mapping):
-        return {key: _decimals(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_decimals(item) for item in value]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal: integral ones become int, others float."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def parse_item(item: Mapping[str, Any]) -> StoredCall:
-    """A DynamoDB item (attribute-value form: a read, a write's answer, a stream image)."""
-    plain = _plain({key: _DESERIALIZER.deserialize(value) for key, value in item.items()})
-    try:
-        return StoredCall.model_validate(plain)
-    except ValidationError as exc:
-        key = str(plain.get("callId", "?"))[:128]
-        fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
-        raise PermanentError(
-            f"stored item for call {key} is invalid (fields: {', '.join(fields)})"
-        ) from None
-
-
-def _json_of(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class CallStore:
@@ -264,7 +200,7 @@ class CallStore:
                 self.table_name: {
                     "Keys": keys,
                     "ProjectionExpression": _SUMMARY,
-                    "ExpressionAttributeNames": _names_used(_SUMMARY),
+                    "ExpressionAttributeNames": names_used(_SUMMARY),
                 }
             }
             for attempt in range(self._batch_get_attempts):
@@ -308,8 +244,8 @@ class CallStore:
             ":enriched": {"S": "enriched"},
             ":fingerprint": {"S": fingerprint},
             ":status": {"S": status},
-            ":record": _attribute(enriched.model_dump(mode="json", by_alias=True)),
-            ":context": _attribute(dict(context)) if context is not None else {"NULL": True},
+            ":record": to_attribute(enriched.model_dump(mode="json", by_alias=True)),
+            ":context": to_attribute(dict(context)) if context is not None else {"NULL": True},
             ":entryPath": {"S": entry_path} if entry_path else {"NULL": True},
             ":now": {"S": format_utc(now)},
             ":schemaVersion": {"S": STORED_ITEM_SCHEMA_VERSION},
@@ -338,7 +274,9 @@ class CallStore:
                 "(#fingerprint <> :fingerprint AND #status <> :final)"
             )
             values[":final"] = {"S": FINAL}
-        answer = self._update(enriched.call_id, update, condition, values)
+        answer = conditional_update(
+            self.client, self.table_name, enriched.call_id, update, condition, values
+        )
         if isinstance(answer, StoredCall):
             same = answer.fingerprint == fingerprint
             outcome = WriteOutcome.UNCHANGED if same else WriteOutcome.REFUSED_REGRESSION
@@ -352,7 +290,7 @@ class CallStore:
         now = self._now()
         values: dict[str, Any] = {
             ":failed": {"S": "failed"},
-            ":failure": _attribute(_json_of(failure)),
+            ":failure": to_attribute(json_of(failure)),
             ":failureFingerprint": {"S": failure.fingerprint},
             ":final": {"S": FINAL},
             ":now": {"S": format_utc(now)},
@@ -374,30 +312,11 @@ class CallStore:
             "(attribute_not_exists(#status) OR #status <> :final) AND "
             "(attribute_not_exists(#failure) OR #failure.#fingerprint <> :failureFingerprint)"
         )
-        old = self._update(key, update, condition, values)
+        old = conditional_update(self.client, self.table_name, key, update, condition, values)
         if isinstance(old, StoredCall):
             outcome = WriteOutcome.KEPT_FINAL if old.is_final else WriteOutcome.UNCHANGED
             return WriteResult(outcome, old)
         return WriteResult(WriteOutcome.FAILED, parse_item(old))
-
-    def record_unpublishable(self, call_id: str, version: int, failure: Failure) -> bool:
-        """The publisher's write: version ``version``'s event can never be published.
-
-        Conditional on ``version`` still being stored and this failure not yet recorded;
-        ``True`` when written (its stream record announces the failure).
-        """
-        values: dict[str, Any] = {
-            ":failed": {"S": "failed"},
-            ":failure": _attribute(_json_of(failure)),
-            ":failureFingerprint": {"S": failure.fingerprint},
-            ":version": {"N": str(version)},
-        }
-        update = "SET #state = :failed, #failure = :failure"
-        condition = (
-            "#version = :version AND "
-            "(attribute_not_exists(#failure) OR #failure.#fingerprint <> :failureFingerprint)"
-        )
-        return not isinstance(self._update(call_id, update, condition, values), StoredCall)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -421,53 +340,3 @@ class CallStore:
             return
         assignments.append("#expiresAt = :expiresAt")
         values[":expiresAt"] = {"N": str(int(now.timestamp()) + seconds)}
-
-    def _update(
-        self, key: str, update: str, condition: str, values: dict[str, Any]
-    ) -> dict[str, Any] | StoredCall:
-        """One conditional UpdateItem: the new item (attribute values), or, when the
-        condition refused it, the item as it is."""
-        try:
-            response = self.client.update_item(
-                TableName=self.table_name,
-                Key={"callId": {"S": key}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=_names_used(update, condition),
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if aws.error_code(exc) != "ConditionalCheckFailedException":
-                raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
-            item = dict(exc.response).get("Item")
-            if not isinstance(item, dict) or not item:
-                # Only possible if the item vanished between the check and the answer.
-                raise AwsUnavailableError(
-                    f"DynamoDB UpdateItem refused the write of {key} without the item"
-                ) from None
-            return parse_item(item)
-        except BotoCoreError as exc:
-            raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
-        attributes: dict[str, Any] = response["Attributes"]
-        return attributes
-
-
-def _names_used(*expressions: str) -> dict[str, str]:
-    """ExpressionAttributeNames limited to the placeholders used (DynamoDB rejects extras)."""
-    return {
-        placeholder: name
-        for placeholder, name in _NAMES.items()
-        if any(_uses(expression, placeholder) for expression in expressions)
-    }
-
-
-def _uses(expression: str, placeholder: str) -> bool:
-    index = expression.find(placeholder)
-    while index != -1:
-        end = index + len(placeholder)
-        if end == len(expression) or not (expression[end].isalnum() or expression[end] == "_"):
-            return True
-        index = expression.find(placeholder, end)
-    return False
