@@ -134,16 +134,15 @@ def enqueue_calls(request: Annotated[api.EnqueueRequest, Body()]) -> Response[An
 
 
 def _etag(stored: StoredCall) -> str:
-    """Changes whenever the state does: a new version, or a new failure."""
+    """Changes whenever the state does: a new version, a new failure, a new retry trace."""
     etag = f"{stored.version or 0}-{(stored.fingerprint or '')[:16]}"
+    marks = []
     if stored.failure is not None:
-        failure = stored.failure
-        etag += (
-            "-f"
-            + hashlib.sha256(
-                f"{failure.fingerprint}|{failure.failed_at.isoformat()}".encode()
-            ).hexdigest()[:12]
-        )
+        marks.append(f"{stored.failure.fingerprint}|{stored.failure.failed_at.isoformat()}")
+    if stored.last_error is not None:
+        marks.append(stored.last_error.model_dump_json())
+    if marks:
+        etag += "-" + hashlib.sha256("|".join(marks).encode()).hexdigest()[:12]
     return f'"{etag}"'
 
 
@@ -155,7 +154,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def _resource(stored: StoredCall, outcome: str | None = None) -> api.CallResource:
-    failure = stored.failure
+    failure, trace = stored.failure, stored.last_error
     return api.CallResource(
         callId=stored.call_id,
         state=stored.state,
@@ -167,6 +166,12 @@ def _resource(stored: StoredCall, outcome: str | None = None) -> api.CallResourc
             failure.model_dump(by_alias=True, include=set(api.CallFailure.model_fields))
         )
         if failure is not None
+        else None,
+        lastError=api.CallRetry(
+            summary=trace.describe(),
+            **trace.model_dump(by_alias=True, include=set(api.CallRetry.model_fields)),
+        )
+        if trace is not None
         else None,
         record=stored.record,
     )

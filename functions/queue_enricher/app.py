@@ -34,7 +34,11 @@ class RetryLater(Exception):
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     items = [
-        work_item_from_message(record["messageId"], record.get("body"))
+        work_item_from_message(
+            record["messageId"],
+            record.get("body"),
+            int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1),
+        )
         for record in event.get("Records", [])
     ]
     report = get_service().process(items, remaining_ms=context.get_remaining_time_in_millis)

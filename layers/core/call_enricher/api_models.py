@@ -47,6 +47,7 @@ __all__ = [
     "AcceptedCall",
     "CallFailure",
     "CallResource",
+    "CallRetry",
     "EnqueueRequest",
     "EnqueueResponse",
     "ErrorBody",
@@ -134,15 +135,29 @@ class CallFailure(_Strict):
     entry_path: Annotated[str | None, Field(alias="entryPath")] = None
 
 
+class CallRetry(_Strict):
+    """The last transient error while the call's message is retried (then the DLQ)."""
+
+    summary: Annotated[str, Field(description="e.g. `retrying: sinch-unavailable, attempt 3`.")]
+    reason: str
+    error_class: Annotated[str, Field(alias="errorClass")]
+    message: str
+    http_status: Annotated[int | None, Field(alias="httpStatus")] = None
+    sinch_error_code: Annotated[int | None, Field(alias="sinchErrorCode")] = None
+    attempt: int
+    at: datetime
+
+
 class CallResource(_Strict):
     """A call's state as the service holds it: enriched (a version), or failed."""
 
     call_id: Annotated[str, Field(alias="callId")]
     state: Annotated[
-        Literal["enriched", "failed"],
+        Literal["enriched", "failed", "retrying"],
         Field(
             description="enriched: the last attempt stored a version; failed: it failed (see"
-            " `failure`; `record` is the last stored version, if any)."
+            " `failure`; `record` is the last stored version, if any); retrying: nothing is"
+            " stored yet and the message is being retried (see `lastError`)."
         ),
     ] = "enriched"
     version: Annotated[
@@ -159,6 +174,14 @@ class CallResource(_Strict):
     ] = None
     failure: Annotated[
         CallFailure | None, Field(description="The failure of the last attempt; null: none.")
+    ] = None
+    last_error: Annotated[
+        CallRetry | None,
+        Field(
+            alias="lastError",
+            description="While a delivery of this call is being retried: its last transient"
+            " error (also why a message is in the DLQ). Null otherwise.",
+        ),
     ] = None
     record: Annotated[
         dict[str, Any] | None,

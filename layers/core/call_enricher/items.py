@@ -50,6 +50,7 @@ _NAMES = {
         "createdAt",
         "updatedAt",
         "failure",
+        "lastError",
         "schemaVersion",
         "expiresAt",
     )

@@ -199,6 +199,7 @@ def _log(level: str, message: str, **fields: Any) -> None:
 
 def build_outbox(settings: Settings) -> OutboxPublisher:
     """Build the stream publisher from settings (AWS clients created lazily inside)."""
+    from call_enricher.items import FailureRecorder
     from call_enricher.publishing import EventPublisher
 
     return OutboxPublisher(

@@ -43,7 +43,14 @@ from call_enricher.messages import EnrichmentRequest, parse_message_body
 from call_enricher.model import parse_call_record
 from call_enricher.settings import SQS_MAX_DELAY_SECONDS, Settings
 from call_enricher.sinch.regions import resolve_base_url
-from call_enricher.state import FINAL, Failure, StoredCall, failure_from_error, message_key
+from call_enricher.state import (
+    FINAL,
+    Failure,
+    StoredCall,
+    failure_from_error,
+    message_key,
+    retry_trace,
+)
 
 if TYPE_CHECKING:
     from call_enricher.queueing import EnrichmentQueue
@@ -79,6 +86,8 @@ class WorkItem:
     raw_call_id: str | None = None
     call_id: str | None = None
     """On a parse failure: the message's call ID when that part of it was valid."""
+    receive_count: int = 1
+    """SQS's ``ApproximateReceiveCount``: the attempt this delivery is."""
 
 
 @dataclass
@@ -154,10 +163,10 @@ def fetch_and_enrich(
     return enriched, response.attempts
 
 
-def work_item_from_message(key: str, body: str | None) -> WorkItem:
+def work_item_from_message(key: str, body: str | None, receive_count: int = 1) -> WorkItem:
     """Parse one queue message; a parse failure becomes a permanent error on the item."""
     try:
-        return WorkItem(key=key, request=parse_message_body(body))
+        return WorkItem(key=key, request=parse_message_body(body), receive_count=receive_count)
     except errors.CallEnricherError as exc:
         snippet = body[:64] if isinstance(body, str) else None
         call_id = exc.call_id if isinstance(exc, errors.MalformedMessageError) else None
@@ -221,8 +230,16 @@ class EnrichmentService:
                 error = errors.TransientError(f"unexpected {type(exc).__name__}")
                 return _Answer(Outcome.RETRY, Disposition.RETRY, error=error)
 
+        def run_and_trace(members: list[WorkItem]) -> _Answer:
+            answer = run(members)
+            if answer.disposition is Disposition.RETRY and members[0].request is not None:
+                self._note_retry(members, answer)
+            return answer
+
         report = BatchReport(results={})
-        futures = [(members, self._pool.submit(run, members)) for members in groups.values()]
+        futures = [
+            (members, self._pool.submit(run_and_trace, members)) for members in groups.values()
+        ]
         for members, future in futures:
             answer = future.result()
             for item in members:
@@ -340,6 +357,30 @@ class EnrichmentService:
             # A FINAL version stands; Sinch failing this time does not undo it.
             return _Answer(Outcome.SERVED_FROM_STORE, Disposition.DONE, written.stored)
         return _Answer(Outcome.FAILED, Disposition.DONE, written.stored, error, attempts)
+
+    def _note_retry(self, members: list[WorkItem], answer: _Answer) -> None:
+        """A call given back to SQS leaves its last transient error on its item."""
+        first = members[0]
+        if first.request is None:
+            return
+        error = answer.error or errors.DeadlineExceededError(
+            "not started: the invocation was running out of time"
+        )
+        trace = retry_trace(
+            error,
+            at=self._now(),
+            attempt=max(item.receive_count for item in members),
+            source_id=first.key,
+        )
+        try:
+            self.store.note_retry(first.request.call_id, trace)
+        except Exception as exc:  # noqa: BLE001 (a trace must never change the outcome)
+            self._log(
+                "warning",
+                "could not note the retry",
+                call_id=first.request.call_id,
+                error=type(exc).__name__,
+            )
 
     # -- helpers -------------------------------------------------------------------------
 

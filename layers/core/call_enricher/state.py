@@ -23,6 +23,7 @@ __all__ = [
     "MESSAGE_KEY_PREFIX",
     "STORED_ITEM_SCHEMA_VERSION",
     "Failure",
+    "RetryTrace",
     "StoredCall",
     "failure_from_error",
     "message_key",
@@ -75,13 +76,33 @@ class Failure(_Item):
     ]
 
 
+class RetryTrace(_Item):
+    """The last transient error of a call given back to SQS for retry (``lastError``)."""
+
+    reason: Annotated[str, Field(description="e.g. sinch-unavailable, aws-unavailable.")]
+    error_class: Annotated[str, Field(alias="errorClass")]
+    message: Annotated[str, Field(description="Secret-free explanation (masked).")]
+    http_status: Annotated[int | None, Field(alias="httpStatus")] = None
+    sinch_error_code: Annotated[int | None, Field(alias="sinchErrorCode")] = None
+    attempt: Annotated[int, Field(ge=1, description="SQS receive count of the message.")] = 1
+    at: Annotated[AwareDatetime, Field(description="When it failed (UTC).")]
+    source_id: Annotated[str | None, Field(alias="sourceId")] = None
+
+    def describe(self) -> str:
+        """``retrying: sinch-unavailable, attempt 3``."""
+        return f"retrying: {self.reason}, attempt {self.attempt}"
+
+
 class StoredCall(_Item):
     """The calls table item (the committed ``stored-call-item`` schema): a call's fate."""
 
     call_id: Annotated[str, Field(alias="callId", description="Partition key: the call ID.")]
     state: Annotated[
-        Literal["enriched", "failed"],
-        Field(description="enriched: the last outcome stored a version; failed: see failure."),
+        Literal["enriched", "failed", "retrying"],
+        Field(
+            description="enriched: the last outcome stored a version; failed: see failure;"
+            " retrying: nothing stored yet, the last attempt failed transiently (lastError)."
+        ),
     ] = "enriched"
     version: Annotated[
         int | None, Field(ge=1, description="Stored version: 1, then +1 per change.")
@@ -110,6 +131,14 @@ class StoredCall(_Item):
     failure: Annotated[
         Failure | None, Field(description="The failure state; null while enriched.")
     ] = None
+    last_error: Annotated[
+        RetryTrace | None,
+        Field(
+            alias="lastError",
+            description="The last transient error, while the message is retried (then the"
+            " DLQ): why a message is there. Removed by the next version or failure.",
+        ),
+    ] = None
     schema_version: Annotated[str, Field(alias="schemaVersion")] = STORED_ITEM_SCHEMA_VERSION
     expires_at: Annotated[
         int | None, Field(alias="expiresAt", description="DynamoDB TTL, epoch seconds.")
@@ -118,6 +147,22 @@ class StoredCall(_Item):
     @property
     def is_final(self) -> bool:
         return self.status == FINAL
+
+
+def retry_trace(
+    error: CallEnricherError, *, at: datetime, attempt: int, source_id: str | None = None
+) -> RetryTrace:
+    """The trace a transient ``error`` leaves on the call's item."""
+    return RetryTrace(
+        reason=error.reason,
+        error_class=error.error_class.value,
+        message=safe_text(error.message, 300),
+        http_status=error.http_status,
+        sinch_error_code=error.sinch_error_code,
+        attempt=max(1, attempt),
+        at=at.astimezone(UTC),
+        source_id=source_id,
+    )
 
 
 def message_key(message_id: str) -> str:

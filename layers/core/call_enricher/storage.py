@@ -71,6 +71,7 @@ from call_enricher.state import (
     MESSAGE_KEY_PREFIX,
     STORED_ITEM_SCHEMA_VERSION,
     Failure,
+    RetryTrace,
     StoredCall,
 )
 
@@ -264,7 +265,7 @@ class CallStore:
             "#updatedAt = :now",
             "#schemaVersion = :schemaVersion",
         ]
-        removals = ["#failure"]
+        removals = ["#failure", "#lastError"]
         self._ttl(assignments, removals, values, now)
         update = "SET " + ", ".join(assignments) + " REMOVE " + ", ".join(removals)
         condition = "attribute_not_exists(#fingerprint) OR #fingerprint <> :fingerprint"
@@ -302,7 +303,7 @@ class CallStore:
             "#createdAt = if_not_exists(#createdAt, :now)",
             "#schemaVersion = :schemaVersion",
         ]
-        removals: list[str] = []
+        removals: list[str] = ["#lastError"]
         ttl = MESSAGE_FAILURE_TTL_SECONDS if key.startswith(MESSAGE_KEY_PREFIX) else None
         self._ttl(assignments, removals, values, now, seconds=ttl)
         update = "SET " + ", ".join(assignments)
@@ -317,6 +318,28 @@ class CallStore:
             outcome = WriteOutcome.KEPT_FINAL if old.is_final else WriteOutcome.UNCHANGED
             return WriteResult(outcome, old)
         return WriteResult(WriteOutcome.FAILED, parse_item(old))
+
+    def note_retry(self, call_id: str, trace: RetryTrace) -> bool:
+        """Leave ``trace`` on the item of a call SQS will retry: one small conditional write,
+        on failure only, so a message in the DLQ can be explained from the table. Not on a
+        stored FINAL call (nothing to explain: it stands). ``True`` when written. It changes
+        neither a version nor a failure: the stream announces nothing for it."""
+        values: dict[str, Any] = {
+            ":trace": to_attribute(json_of(trace)),
+            ":retrying": {"S": "retrying"},
+            ":final": {"S": FINAL},
+            ":now": {"S": format_utc(self._now())},
+            ":schemaVersion": {"S": STORED_ITEM_SCHEMA_VERSION},
+        }
+        update = (
+            "SET #lastError = :trace, #state = if_not_exists(#state, :retrying), "
+            "#createdAt = if_not_exists(#createdAt, :now), #schemaVersion = :schemaVersion"
+        )
+        condition = "attribute_not_exists(#status) OR #status <> :final"
+        answer = conditional_update(
+            self.client, self.table_name, call_id, update, condition, values
+        )
+        return not isinstance(answer, StoredCall)
 
     # -- helpers ----------------------------------------------------------------------------
 
