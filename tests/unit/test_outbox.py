@@ -1,7 +1,7 @@
 """The outbox publisher: stream changes -> events, in order, chunked, stopping at a failure.
 
 :class:`OutboxPublisher` runs against an in-memory EventPublisher (it records each
-``PutEvents`` request and answers per event as told) and an in-memory store (it records
+``PutEvents`` request and answers per event as told) and an in-memory FailureRecorder (it records
 ``record_unpublishable``). No AWS, no sleeps.
 """
 
@@ -55,8 +55,8 @@ class FakePublisher:
         return [[event.detail["eventId"] for event in request] for request in self.requests]
 
 
-class FakeStore:
-    """The one store method the publisher uses, recorded; ``error`` makes it raise."""
+class FakeRecorder:
+    """The publisher's one table write (items.FailureRecorder), recorded; ``error`` raises."""
 
     def __init__(self, error: errors.CallEnricherError | None = None) -> None:
         self.error = error
@@ -70,9 +70,11 @@ class FakeStore:
 
 
 def outbox(
-    publisher: FakePublisher, store: FakeStore | None = None, log: Callable[..., None] | None = None
+    publisher: FakePublisher,
+    store: FakeRecorder | None = None,
+    log: Callable[..., None] | None = None,
 ) -> OutboxPublisher:
-    return OutboxPublisher(publisher, store or FakeStore(), now=lambda: NOW, log=log)  # type: ignore[arg-type]
+    return OutboxPublisher(publisher, store or FakeRecorder(), now=lambda: NOW, log=log)  # type: ignore[arg-type]
 
 
 # -- changes ---------------------------------------------------------------------------------------
@@ -264,7 +266,7 @@ def test_a_call_enriched_event_too_large_becomes_the_calls_failure(change):
     # Given a version whose event EventBridge can never accept, then another change
     changes = [change.new_version("big", 2), change.new_version("next")]
     publisher = FakePublisher(fail={"big:v2": errors.EventTooLargeError("300000 bytes")})
-    store = FakeStore()
+    store = FakeRecorder()
     logged: list[tuple[Any, ...]] = []
     # When the batch is published
     report = outbox(publisher, store, log=lambda *a, **k: logged.append((*a, k))).publish(changes)
@@ -286,7 +288,7 @@ def test_a_call_enriched_event_too_large_becomes_the_calls_failure(change):
 
 def test_a_call_enriched_event_rejected_as_malformed_is_recorded_as_event_rejected(change):
     publisher = FakePublisher(fail={"a:v1": errors.EventRejectedError("MalformedDetail")})
-    store = FakeStore()
+    store = FakeRecorder()
     report = outbox(publisher, store).publish([change.new_version("a")])
     assert [failure.reason for _, _, failure in store.unpublishable] == ["event-rejected"]
     assert (report.failed, report.rejected) == ({}, 1)
@@ -297,7 +299,7 @@ def test_a_rejected_failure_event_is_counted_not_retried(change):
     fail_change = change.new_failure("a")
     event_id = call_enrichment_failed_event("a", failure("a")).detail["eventId"]
     publisher = FakePublisher(fail={event_id: errors.EventTooLargeError("too big")})
-    store = FakeStore()
+    store = FakeRecorder()
     # When published
     report = outbox(publisher, store).publish([fail_change, change.new_version("b")])
     # Then it is counted as rejected, nothing is recorded (no loop of failure events), and
@@ -313,7 +315,7 @@ def test_a_store_failure_recording_an_unpublishable_version_retries_the_record(c
     publisher = FakePublisher(fail={"big:v1": errors.EventTooLargeError("too big")})
     down = errors.AwsUnavailableError("DynamoDB UpdateItem failed: ThrottlingException")
     # When published / Then that change (and the rest) are retried
-    report = outbox(publisher, FakeStore(error=down)).publish(changes)
+    report = outbox(publisher, FakeRecorder(error=down)).publish(changes)
     assert report.failed["seq-001"] is down
     assert list(report.failed) == ["seq-001", "seq-002"]
 

@@ -1,4 +1,5 @@
-"""The calls table: one conditional write per outcome (a version or a failure), TTL, reads.
+"""The calls table: one conditional write per outcome (a version or a failure), TTL, reads,
+and the stream publisher's one write (:class:`call_enricher.items.FailureRecorder`).
 
 DynamoDB is in-process moto (the real request/condition/expression semantics), with the
 table's stream on (new and old images) so each test can see what a write announces: the
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from call_enricher import aws, errors
 from call_enricher.errors import AwsUnavailableError, ErrorClass, PermanentError
+from call_enricher.items import FailureRecorder, parse_item
 from call_enricher.state import (
     MESSAGE_FAILURE_TTL_SECONDS,
     STORED_ITEM_SCHEMA_VERSION,
@@ -27,7 +29,7 @@ from call_enricher.state import (
     failure_from_error,
     message_key,
 )
-from call_enricher.storage import CallStore, WriteOutcome, parse_item
+from call_enricher.storage import CallStore, WriteOutcome
 
 from .conftest import CALLS_TABLE
 
@@ -449,7 +451,12 @@ def test_message_key_failure_expires_even_without_a_calls_ttl(store, calls_table
     assert raw_item(calls_table, "msg:m-2")["expiresAt"] == {"N": str(expected)}
 
 
-# -- record_unpublishable: the publisher's only write ------------------------------------------
+# -- FailureRecorder.record_unpublishable: the publisher's only write --------------------------
+
+
+@pytest.fixture
+def recorder(calls_table: str) -> FailureRecorder:
+    return FailureRecorder(calls_table)
 
 
 def too_large(call_id: str = CALL_ID) -> Failure:
@@ -460,12 +467,12 @@ def too_large(call_id: str = CALL_ID) -> Failure:
     )
 
 
-def test_an_unpublishable_version_becomes_the_calls_failure(store, stream):
+def test_an_unpublishable_version_becomes_the_calls_failure(store, recorder, stream):
     # Given a stored FINAL version
     version = store.save(enriched("FINAL", "fp-1")).stored
     stream.read()
     # When the publisher records that its event can never be published
-    written = store.record_unpublishable(CALL_ID, 1, too_large())
+    written = recorder.record_unpublishable(CALL_ID, 1, too_large())
     # Then the failure is stored next to the version, which stays
     assert written is True
     stored = store.get(CALL_ID)
@@ -476,29 +483,29 @@ def test_an_unpublishable_version_becomes_the_calls_failure(store, stream):
         ("MODIFY", "event-too-large")
     ]
     # And recording it again writes nothing
-    assert store.record_unpublishable(CALL_ID, 1, too_large()) is False
+    assert recorder.record_unpublishable(CALL_ID, 1, too_large()) is False
     assert stream.read() == []
 
 
-def test_an_unpublishable_version_that_was_superseded_is_not_recorded(store, stream):
+def test_an_unpublishable_version_that_was_superseded_is_not_recorded(store, recorder, stream):
     # Given version 2 stored after version 1
     store.save(enriched("ONGOING", "fp-1"))
     store.save(enriched("FINAL", "fp-2"))
     stream.read()
     # When the publisher reports version 1's event unpublishable (a late stream record)
     # Then nothing is written: version 2 is what the call now is
-    assert store.record_unpublishable(CALL_ID, 1, too_large()) is False
+    assert recorder.record_unpublishable(CALL_ID, 1, too_large()) is False
     assert store.get(CALL_ID).failure is None
     assert stream.read() == []
 
 
-def test_an_unpublishable_version_of_a_call_no_longer_stored_writes_nothing(store):
+def test_an_unpublishable_version_of_a_call_no_longer_stored_writes_nothing(store, recorder):
     # Given no item for the call (removed by its TTL, or by an operator, after its version's
     # stream record was written)
     # When the publisher reports that version's event unpublishable
     # Then nothing is written and the answer says so ("conditional on that version still
     # being stored"): not a transient error that would block the stream shard
-    assert store.record_unpublishable(CALL_ID, 1, too_large()) is False
+    assert recorder.record_unpublishable(CALL_ID, 1, too_large()) is False
     assert store.get(CALL_ID) is None
 
 
@@ -663,7 +670,9 @@ def _stubbed_store() -> tuple[CallStore, Stubber]:
 WRITES = {
     "save": lambda store: store.save(enriched()),
     "fail": lambda store: store.fail(CALL_ID, failure()),
-    "record_unpublishable": lambda store: store.record_unpublishable(CALL_ID, 1, too_large()),
+    "record_unpublishable": lambda store: FailureRecorder(
+        store.table_name, client=store.client
+    ).record_unpublishable(CALL_ID, 1, too_large()),
 }
 
 
