@@ -1,8 +1,8 @@
 """The outbox publisher: stream changes -> events, in order, chunked, stopping at a failure.
 
 :class:`OutboxPublisher` runs against an in-memory EventPublisher (it records each
-``PutEvents`` request and answers per event as told) and an in-memory FailureRecorder (it records
-``record_unpublishable``). No AWS, no sleeps.
+``PutEvents`` request and answers per event as told) and an in-memory FailureRecorder (it
+records ``record_unpublishable``). No AWS, no sleeps.
 """
 
 from __future__ import annotations

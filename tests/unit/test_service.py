@@ -29,7 +29,7 @@ from call_enricher.service import (
     work_item_from_message,
 )
 from call_enricher.settings import Settings
-from call_enricher.state import FINAL, Failure, StoredCall, message_key
+from call_enricher.state import FINAL, Failure, RetryTrace, StoredCall, message_key
 from call_enricher.storage import WriteOutcome, WriteResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +81,7 @@ class FakeStore:
         self.items: dict[str, StoredCall] = dict(items or {})
         self.requests: list[tuple[str, str, WriteOutcome]] = []
         self.error: BaseException | None = None
+        self.traces: list[tuple[str, RetryTrace]] = []
 
     def get_many(self, call_ids: Any) -> dict[str, StoredCall]:
         return {key: self.items[key] for key in call_ids if key in self.items}
@@ -122,6 +123,10 @@ class FakeStore:
             update={"state": "failed", "failure": failure}
         )
         return self._answer("fail", new, WriteOutcome.FAILED, store=True)
+
+    def note_retry(self, call_id: str, trace: RetryTrace) -> bool:
+        self.traces.append((call_id, trace))  # a trace: neither a version nor a failure
+        return True
 
     def _answer(
         self, op: str, stored: StoredCall, outcome: WriteOutcome, *, store: bool = False
@@ -301,12 +306,24 @@ def test_a_permanent_failure_is_stored_and_done(error):
     ids=lambda error: error.reason,
 )
 def test_a_transient_failure_is_retried_with_no_write(error):
+    # Given Sinch failing transiently for a message on its third delivery
     store = FakeStore()
-    report = run(service(FakeSinch(**{FINAL_ID: error}), store), message("m-1", FINAL_ID))
+    item = work_item_from_message("m-1", json.dumps({"callId": FINAL_ID}), receive_count=3)
+    # When processed
+    report = run(service(FakeSinch(**{FINAL_ID: error}), store), item)
+    # Then it is retried, with no version and no failure written
     result = report.results["m-1"]
     assert (result.outcome, result.disposition) == (Outcome.RETRY, Disposition.RETRY)
     assert result.error is error
     assert store.requests == []
+    # And only its retry trace is left on the item (why it is retried, which attempt)
+    ((call_id, trace),) = store.traces
+    assert (call_id, trace.reason, trace.attempt, trace.source_id) == (
+        FINAL_ID,
+        error.reason,
+        3,
+        "m-1",
+    )
 
 
 @pytest.mark.parametrize(
@@ -535,3 +552,17 @@ def test_records_are_not_started_when_time_runs_out():
     assert sinch.asked == []
     assert store.requests == []
     assert report.counters == {"not-started": 2}
+    assert {trace.reason for _, trace in store.traces} == {"deadline-exceeded"}
+
+
+def test_a_trace_that_cannot_be_written_does_not_change_the_outcome():
+    store = FakeStore()
+
+    def down(_call_id: str, _trace: RetryTrace) -> bool:
+        raise errors.AwsUnavailableError("DynamoDB UpdateItem failed")
+
+    store.note_retry = down  # type: ignore[method-assign]
+    sinch = FakeSinch(**{FINAL_ID: errors.SinchTimeoutError("read timeout")})
+    report = run(service(sinch, store), message("m-1", FINAL_ID))
+    assert report.results["m-1"].disposition is Disposition.RETRY
+    assert isinstance(report.results["m-1"].error, errors.SinchTimeoutError)

@@ -20,14 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from call_enricher import aws, errors
 from call_enricher.errors import AwsUnavailableError, ErrorClass, PermanentError
+from call_enricher.events import events_for_change
 from call_enricher.items import FailureRecorder, parse_item
 from call_enricher.state import (
     MESSAGE_FAILURE_TTL_SECONDS,
     STORED_ITEM_SCHEMA_VERSION,
     Failure,
+    RetryTrace,
     StoredCall,
     failure_from_error,
     message_key,
+    retry_trace,
 )
 from call_enricher.storage import CallStore, WriteOutcome
 
@@ -449,6 +452,48 @@ def test_message_key_failure_expires_even_without_a_calls_ttl(store, calls_table
     store.fail(message_key("m-2"), failure(call_id=None))
     expected = int(T0.timestamp()) + MESSAGE_FAILURE_TTL_SECONDS
     assert raw_item(calls_table, "msg:m-2")["expiresAt"] == {"N": str(expected)}
+
+
+# -- note_retry: the trace a retried call leaves --------------------------------------------------
+
+
+def trace(attempt: int = 2) -> RetryTrace:
+    error = errors.SinchUnavailableError("Sinch answered 503", http_status=503)
+    return retry_trace(error, at=T0, attempt=attempt, source_id="msg-1")
+
+
+def test_a_retry_of_a_call_never_stored_leaves_a_trace_and_announces_nothing(store, stream):
+    # Given an empty table / When a call is given back to SQS after a transient error
+    assert store.note_retry(CALL_ID, trace()) is True
+    # Then its item says why (state retrying), with no version and no failure
+    stored = store.get(CALL_ID)
+    assert (stored.state, stored.version, stored.failure) == ("retrying", None, None)
+    assert stored.last_error == trace()
+    # And its stream record announces nothing
+    ((_, old, new),) = stream.images()
+    assert events_for_change(old, new) == []
+
+
+def test_a_retry_trace_keeps_a_stored_version_and_is_removed_by_the_next_outcome(store):
+    # Given a stored ONGOING version, then a retry
+    store.save(enriched("ONGOING", "fp-1"))
+    store.note_retry(CALL_ID, trace())
+    noted = store.get(CALL_ID)
+    assert (noted.state, noted.version, noted.last_error) == ("enriched", 1, trace())
+    # When the next version is stored / Then the trace is gone
+    assert store.save(enriched("ONGOING", "fp-2")).stored.last_error is None
+    # And a failure removes a later trace too
+    store.note_retry(CALL_ID, trace(3))
+    assert store.fail(CALL_ID, failure()).stored.last_error is None
+
+
+def test_a_retry_never_touches_a_final_call(store, calls_table, stream):
+    store.save(enriched("FINAL", "fp-1"))
+    before = raw_item(calls_table)
+    stream.read()
+    assert store.note_retry(CALL_ID, trace()) is False
+    assert raw_item(calls_table) == before
+    assert stream.read() == []
 
 
 # -- FailureRecorder.record_unpublishable: the publisher's only write --------------------------
