@@ -37,6 +37,8 @@ class AwsStack:
     def stream_records(self) -> list[dict[str, Any]]:
         """The stream records written since the last call, as Lambda's DynamoDB event
         records (every shard, in order)."""
+        from call_enricher_tools.local.streams import as_dynamodb_writes, stream_event_record
+
         streams = aws.client("dynamodbstreams")
         shards = streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         records: list[dict[str, Any]] = []
@@ -51,8 +53,8 @@ class AwsStack:
                 if iterator:
                     self._iterators[shard_id] = iterator
                 records.extend(
-                    lambda_stream_record(raw, stream_arn=self.stream_arn, region=REGION)
-                    for raw in page.get("Records", [])
+                    stream_event_record(raw, stream_arn=self.stream_arn, region=REGION)
+                    for raw in as_dynamodb_writes(page.get("Records", []))
                 )
                 if not page.get("Records"):
                     break
@@ -117,23 +119,6 @@ class AwsStack:
         aws.client("secretsmanager").put_secret_value(
             SecretId=self.secret_id, SecretString=secret_string(credentials)
         )
-
-
-def lambda_stream_record(raw: dict[str, Any], *, stream_arn: str, region: str) -> dict[str, Any]:
-    """A ``GetRecords`` record as Lambda's DynamoDB Streams event record."""
-    stream = dict(raw["dynamodb"])
-    created = stream.get("ApproximateCreationDateTime")
-    if hasattr(created, "timestamp"):
-        stream["ApproximateCreationDateTime"] = created.timestamp()
-    return {
-        "eventID": raw.get("eventID"),
-        "eventName": raw.get("eventName"),
-        "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb",
-        "awsRegion": region,
-        "dynamodb": stream,
-        "eventSourceARN": stream_arn,
-    }
 
 
 def secret_string(credentials: SinchCredentials) -> str:
