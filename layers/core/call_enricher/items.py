@@ -102,8 +102,15 @@ def json_of(model: BaseModel) -> dict[str, Any]:
 
 
 def conditional_update(
-    client: Any, table_name: str, key: str, update: str, condition: str, values: dict[str, Any]
-) -> dict[str, Any] | StoredCall:
+    client: Any,
+    table_name: str,
+    key: str,
+    update: str,
+    condition: str,
+    values: dict[str, Any],
+    *,
+    must_exist: bool = False,
+) -> dict[str, Any] | StoredCall | None:
     """One conditional UpdateItem: the new item (attribute values), or, when the
     condition refused it, the item as it is."""
     try:
@@ -122,10 +129,12 @@ def conditional_update(
             raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
         item = dict(exc.response).get("Item")
         if not isinstance(item, dict) or not item:
-            # Only possible if the item vanished between the check and the answer.
-            raise AwsUnavailableError(
-                f"DynamoDB UpdateItem refused the write of {key} without the item"
-            ) from None
+            if not must_exist:
+                # Only possible if the item vanished between the check and the answer.
+                raise AwsUnavailableError(
+                    f"DynamoDB UpdateItem refused the write of {key} without the item"
+                ) from None
+            return None  # the condition needs an item, and there is none
         return parse_item(item)
     except BotoCoreError as exc:
         raise aws.translate_error(exc, "DynamoDB UpdateItem") from None
@@ -149,8 +158,9 @@ class FailureRecorder:
     def record_unpublishable(self, call_id: str, version: int, failure: Failure) -> bool:
         """The publisher's write: version ``version``'s event can never be published.
 
-        Conditional on ``version`` still being stored and this failure not yet recorded;
-        ``True`` when written (its stream record announces the failure).
+        Conditional on ``version`` still being stored (not removed by its TTL or by hand
+        since) and this failure not yet recorded; ``True`` when written (its stream record
+        announces the failure).
         """
         values: dict[str, Any] = {
             ":failed": {"S": "failed"},
@@ -164,9 +174,9 @@ class FailureRecorder:
             "(attribute_not_exists(#failure) OR #failure.#fingerprint <> :failureFingerprint)"
         )
         answer = conditional_update(
-            self.client, self.table_name, call_id, update, condition, values
+            self.client, self.table_name, call_id, update, condition, values, must_exist=True
         )
-        return not isinstance(answer, StoredCall)
+        return isinstance(answer, dict)
 
 
 def names_used(*expressions: str) -> dict[str, str]:

@@ -282,7 +282,7 @@ class CallStore:
             same = answer.fingerprint == fingerprint
             outcome = WriteOutcome.UNCHANGED if same else WriteOutcome.REFUSED_REGRESSION
             return WriteResult(outcome, answer)
-        stored = parse_item(answer)
+        stored = parse_item(answer or {})
         first = stored.version == 1
         return WriteResult(WriteOutcome.CREATED if first else WriteOutcome.UPDATED, stored)
 
@@ -317,7 +317,7 @@ class CallStore:
         if isinstance(old, StoredCall):
             outcome = WriteOutcome.KEPT_FINAL if old.is_final else WriteOutcome.UNCHANGED
             return WriteResult(outcome, old)
-        return WriteResult(WriteOutcome.FAILED, parse_item(old))
+        return WriteResult(WriteOutcome.FAILED, parse_item(old or {}))
 
     def note_retry(self, call_id: str, trace: RetryTrace) -> bool:
         """Leave ``trace`` on the item of a call SQS will retry: one small conditional write,
