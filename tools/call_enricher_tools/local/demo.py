@@ -1,19 +1,22 @@
 """``make demo``: the whole pipeline on one machine, through every entry path.
 
 Starts the local pipeline (Sinch sandbox, moto with the template's resources, the HTTP API,
-the SQS poller) on free ports of 127.0.0.1, then sends call IDs through each way in:
+the SQS poller, the stream poller that plays the publisher's DynamoDB stream mapping) on free
+ports of 127.0.0.1, then sends call IDs through each way in:
 
 * ``queue``: SQS messages sent straight to the enrichment queue (as a producer would);
 * ``api``: ``POST /calls`` (enqueued) and ``POST /calls/{id}/enrich`` (synchronous);
 * ``callback``: a sandbox call ends and the sandbox sends its signed DiCE to
   ``/sinch/callbacks``, which enqueues the call ID.
 
-The mix includes an unknown call (``Call Enrichment Failed``, reason ``call-not-found``), a
+The mix includes an unknown call posted twice (one failure state, so one ``Call Enrichment
+Failed``, reason ``call-not-found``, and ``GET /calls/{id}`` answers 200 with that failure), a
 call whose first Sinch answers are 503 so that its message fails, reappears after the local
 visibility timeout and then succeeds, and an ONGOING call that turns FINAL (re-checked after
-``RECHECK_BASE_DELAY_SECONDS=1``). Progress is printed as the events arrive on the
-subscriber queue; then a table of the records (masked numbers only) and the events, and
-everything is stopped. Exit status 0 when every ID reached its expected terminal state.
+``RECHECK_BASE_DELAY_SECONDS=1``). Every event comes from the calls table's stream (the
+table is the outbox). Progress is printed as the events arrive on the subscriber queue; then
+a table of the records (masked numbers only) and the events, and everything is stopped. Exit
+status 0 when every ID reached its expected terminal state with one event per state change.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from call_enricher_tools.demo import render_table, row
 from call_enricher_tools.local.poller import Invocation
 from call_enricher_tools.local.runner import LocalPipeline, PipelineOptions
 
-DEMO_TIMEOUT_SECONDS = 45.0
+DEMO_TIMEOUT_SECONDS = 60.0
+DEMO_VISIBILITY_TIMEOUT = 8
+"""Seconds before a failed message reappears: longer than a batch takes on a loaded 2-core
+machine (a shorter one hands a slow batch's messages out again while it still runs)."""
 DEMO_SANDBOX = {"seed": 1, "records": 40}
 """The sandbox's seed and size: the same seeded calls (and local test credentials) each run."""
 COLUMNS = ("call", "from", "to", "outcome", "ended by", "duration", "cost", "status", "entry")
@@ -47,6 +53,7 @@ class Tracked:
     note: str = ""
     final_detail: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
+    failure_events: int = 0
     statuses: list[str] = field(default_factory=list)
 
     @property
@@ -84,7 +91,7 @@ def run_demo(
     options = PipelineOptions(
         api_port=api_port,
         parameters={"RecheckBaseDelaySeconds": "1"},
-        visibility_timeout_seconds=2,
+        visibility_timeout_seconds=DEMO_VISIBILITY_TIMEOUT,
         log_file=log_file,
         on_invocation=invocations.append,
         stack_name="call-enricher-demo",
@@ -98,7 +105,10 @@ def run_demo(
         },
     )
     pipeline = LocalPipeline(options)
-    print("Starting the local stack (Sinch sandbox, moto, HTTP API, SQS poller)...", file=stdout)
+    print(
+        "Starting the local stack (Sinch sandbox, moto, HTTP API, SQS and stream pollers)...",
+        file=stdout,
+    )
     try:
         pipeline.start()
     except OSError as exc:
@@ -108,13 +118,15 @@ def run_demo(
         _banner(pipeline, stdout, time.monotonic() - started)
         tracked = _send_everything(pipeline, stdout)
         events = _follow(pipeline, tracked, stdout, started, timeout_seconds)
+        events += _settle(pipeline, stdout, started)
         _report(tracked, events, invocations, stdout)
+        _show_failed_state(pipeline, tracked, events, stdout)
     except DemoError as exc:
         print(f"error: {exc}", file=stderr)
         return 1
     finally:
         pipeline.stop()
-    failed = [t for t in tracked if not t.as_expected]
+    failed = [t for t in tracked if not t.as_expected or t.failure_events > 1]
     elapsed = time.monotonic() - started
     if failed:
         for t in failed:
@@ -142,6 +154,13 @@ def _banner(pipeline: LocalPipeline, out: TextIO, elapsed: float) -> None:
         f"  SQS poller      batch {trigger.batch_size}, window "
         f"{trigger.batching_window_seconds:g} s, concurrency {trigger.max_concurrency}, "
         f"visibility timeout {stack.visibility_timeout_seconds} s (local)",
+        file=out,
+    )
+    stream = stack.require_stream_trigger()
+    print(
+        f"  stream poller   batch {stream.batch_size}, bisect "
+        f"{'on' if stream.bisect_batch_on_function_error else 'off'}, "
+        f"{stream.maximum_retry_attempts} retries, then the on-failure queue",
         file=out,
     )
     print(file=out)
@@ -181,12 +200,16 @@ def _send_everything(pipeline: LocalPipeline, out: TextIO) -> list[Tracked]:
     status, body = _http(
         "POST",
         f"{pipeline.api_url}/calls",
-        {"callIds": [final_ids[2], ongoing_ids[0]], "context": {"demo": True}},
+        {"callIds": [final_ids[2], ongoing_ids[0], unknown_ids[0]], "context": {"demo": True}},
     )
     if status != 202:
         raise DemoError(f"POST /calls answered {status}: {body}")
     accepted = body.get("accepted", [])
-    print(f"api       POST /calls -> {status}, accepted {len(accepted)}", file=out)
+    print(
+        f"api       POST /calls -> {status}, accepted {len(accepted)}"
+        f" (the unknown {_short(unknown_ids[0])} a second time)",
+        file=out,
+    )
 
     status, body = _http("POST", f"{pipeline.api_url}/calls/{final_ids[4]}/enrich", {})
     if status != 200:
@@ -203,8 +226,8 @@ def _send_everything(pipeline: LocalPipeline, out: TextIO) -> list[Tracked]:
     return tracked
 
 
-def _http(method: str, url: str, payload: dict[str, Any]) -> tuple[int, Any]:
-    data = json.dumps(payload).encode()
+def _http(method: str, url: str, payload: dict[str, Any] | None) -> tuple[int, Any]:
+    data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(  # noqa: S310 - a 127.0.0.1 URL we started
         url, data=data, method=method, headers={"Content-Type": "application/json"}
     )
@@ -253,12 +276,55 @@ def _follow(
                 text = f"reason {detail.get('reason')}"
                 if item is not None:
                     item.failure = detail
+                    item.failure_events += 1
             print(
                 f"  {time.monotonic() - started:5.1f} s  {kind:<23} "
                 f"{_short(call_id) if call_id else '-':<14} {text}",
                 file=out,
             )
     return events
+
+
+def _settle(pipeline: LocalPipeline, out: TextIO, started: float) -> list[dict[str, Any]]:
+    """Wait for the queues to empty and the stream to be published, so that a late
+    duplicate (the unknown call's second message) would show; the events that still came."""
+    stack = pipeline.require_stack()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and stack.queue_depth(stack.queue_url):
+        time.sleep(0.2)
+    pipeline.wait_stream_idle(10)
+    late = stack.receive_events(wait_seconds=1)
+    for envelope in late:
+        detail = envelope.get("detail", {})
+        print(
+            f"  {time.monotonic() - started:5.1f} s  {envelope.get('detail-type', '?'):<23} "
+            f"{_short(str(detail.get('callId') or '-')):<14} (late)",
+            file=out,
+        )
+    return late
+
+
+def _show_failed_state(
+    pipeline: LocalPipeline, tracked: list[Tracked], events: list[dict[str, Any]], out: TextIO
+) -> None:
+    """What a backend that posted the unknown ID learns: its fate, through the API."""
+    for t in tracked:
+        if t.expect == "FINAL":
+            continue
+        t.failure_events = sum(
+            1
+            for e in events
+            if e.get("detail-type") == "Call Enrichment Failed"
+            and e.get("detail", {}).get("callId") == t.call_id
+        )
+        status, body = _http("GET", f"{pipeline.api_url}/calls/{t.call_id}", None)
+        failure = body.get("failure") or {}
+        print(
+            f"\nGET /calls/{_short(t.call_id)} -> {status}, state {body.get('state')}, "
+            f"reason {failure.get('reason')}; posted twice, "
+            f"{t.failure_events} Call Enrichment Failed event(s)",
+            file=out,
+        )
 
 
 # -- report ------------------------------------------------------------------------------
