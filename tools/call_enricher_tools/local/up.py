@@ -1,10 +1,12 @@
 """``call-enricher local up``: the local stack, running until Ctrl-C.
 
 Starts the Sinch sandbox, moto (with template.yaml's resources), the HTTP API on
-127.0.0.1:3000 and the SQS poller; prints where everything listens, the environment variables
-that point the AWS CLI / boto3 / ``call-enricher submit`` at it, and then one line per
-queue-handler invocation and per event a consumer receives. Ctrl-C (or SIGTERM) stops
-everything cleanly. A port that is taken is reported with the port and what to do.
+127.0.0.1:3000, the SQS poller and the stream poller (the publisher's DynamoDB stream
+mapping: every event comes from the calls table's stream); prints where everything
+listens, the environment variables that point the AWS CLI / boto3 / ``call-enricher
+submit`` at it, and then one line per queue-handler invocation and per event a consumer
+receives. Ctrl-C (or SIGTERM) stops everything cleanly. A port that is taken is reported
+with the port and what to do.
 """
 
 from __future__ import annotations
@@ -118,10 +120,13 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"{trigger.batching_window_seconds:g} s, concurrency {trigger.max_concurrency}, "
         f"maxReceiveCount {stack.parameters['MaxReceiveCount']}, visibility timeout "
         f"{stack.visibility_timeout_seconds} s (local; 660 s deployed)",
+        f"  stream poller     calls table stream -> stream publisher, batch "
+        f"{stack.require_stream_trigger().batch_size}, on-failure queue "
+        f"{stack.publisher_failure_queue_url}",
         "",
         "Point your shell at it:",
         f"  export AWS_ENDPOINT_URL={stack.endpoint_url} AWS_REGION={REGION} "
-        "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
+        f"AWS_DEFAULT_REGION={REGION} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
         f"  export QUEUE_URL={stack.queue_url}",
         "",
         "Try:",
