@@ -8,8 +8,10 @@
   what is measured).
 * :class:`FakeAws`: in-memory DynamoDB / EventBridge / SQS / Secrets Manager clients with the
   boto3 low-level method names and wire shapes, counting calls per operation. The DynamoDB
-  fake implements the two conditional ``UpdateItem`` forms :class:`CallStore` sends (save,
-  mark published) with their real semantics, so redelivery and "nothing changed" behave.
+  fake evaluates the conditional ``UpdateItem`` expressions the store sends (save, fail,
+  note_retry, the publisher's record_unpublishable: :mod:`bench.expressions`) with their real
+  semantics, and keeps the table's stream (old and new image of each change), so redelivery,
+  "nothing changed" and what the stream publisher gets behave as on DynamoDB.
 * :class:`AwsServer`: the same fakes behind the AWS JSON protocol on 127.0.0.1, for fresh
   processes (cold start, memory) through ``AWS_ENDPOINT_URL``; much lighter than moto.
 """
@@ -22,10 +24,12 @@ import re
 import threading
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+from bench import expressions
 from bench.records import RecordFactory
 from call_enricher_tools import sinch_standin
 from call_enricher_tools.sinch_standin import GET_CALL_PATH, Answerer, RecordedRequest, Reply
@@ -196,72 +200,122 @@ class Client:
         return call
 
 
+@dataclass(frozen=True)
+class StreamRecord:
+    """One change of the fake table (a ``NEW_AND_OLD_IMAGES`` stream record)."""
+
+    sequence: str
+    key: str
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
 class FakeDynamoDB(_Fake):
-    """The calls table in memory; ``GetItem``/``BatchGetItem``/``UpdateItem``/``PutItem``."""
+    """The calls table in memory: ``GetItem``, ``BatchGetItem``, ``PutItem`` and conditional
+    ``UpdateItem`` (:mod:`bench.expressions`: the condition, ``SET``/``REMOVE``,
+    ``ReturnValues`` and ``ReturnValuesOnConditionCheckFailure`` as DynamoDB has them), and
+    the table's stream: every write that changed an item appends a :class:`StreamRecord`
+    (a refused condition or a write that changed nothing appends none, as on DynamoDB)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.items: dict[str, dict[str, Any]] = {}
+        self.stream: list[StreamRecord] = []
 
-    def get_item(self, *, Key: dict[str, Any], **_: Any) -> dict[str, Any]:
+    def get_item(
+        self,
+        *,
+        Key: dict[str, Any],
+        ProjectionExpression: str | None = None,
+        ExpressionAttributeNames: dict[str, str] | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
         self._count("GetItem")
         item = self.items.get(Key["callId"]["S"])
-        return {"Item": dict(item)} if item else {}
+        if item is None:
+            return {}
+        return {"Item": _project(item, ProjectionExpression, ExpressionAttributeNames or {})}
 
-    def batch_get_item(self, *, RequestItems: dict[str, Any]) -> dict[str, Any]:
+    def batch_get_item(self, *, RequestItems: dict[str, Any], **_: Any) -> dict[str, Any]:
         self._count("BatchGetItem")
         responses = {}
         for table, request in RequestItems.items():
             found = [self.items.get(k["callId"]["S"]) for k in request["Keys"]]
-            responses[table] = [dict(i) for i in found if i]
+            expression = request.get("ProjectionExpression")
+            names = request.get("ExpressionAttributeNames") or {}
+            responses[table] = [_project(i, expression, names) for i in found if i]
         return {"Responses": responses, "UnprocessedKeys": {}}
 
     def put_item(self, *, Item: dict[str, Any], **_: Any) -> dict[str, Any]:
         self._count("PutItem")
+        key = Item["callId"]["S"]
         with self.lock:
-            self.items[Item["callId"]["S"]] = Item
+            self._write(key, self.items.get(key), dict(Item))
         return {}
 
     def update_item(
-        self, *, Key: dict[str, Any], ExpressionAttributeValues: dict[str, Any], **_: Any
+        self,
+        *,
+        Key: dict[str, Any],
+        UpdateExpression: str,
+        ConditionExpression: str | None = None,
+        ExpressionAttributeNames: dict[str, str] | None = None,
+        ExpressionAttributeValues: dict[str, Any] | None = None,
+        ReturnValues: str = "NONE",
+        ReturnValuesOnConditionCheckFailure: str = "NONE",
+        **_: Any,
     ) -> dict[str, Any]:
         self._count("UpdateItem")
-        call_id = Key["callId"]["S"]
-        values = ExpressionAttributeValues
+        names, values = ExpressionAttributeNames or {}, ExpressionAttributeValues or {}
+        try:
+            action = expressions.update(UpdateExpression)
+            test = expressions.condition(ConditionExpression) if ConditionExpression else None
+            expressions.check_placeholders(
+                action.names | (test.names if test else frozenset()),
+                action.values | (test.values if test else frozenset()),
+                names,
+                values,
+            )
+        except expressions.ExpressionError as exc:
+            raise AwsError("ValidationException", str(exc)) from None
+        if ReturnValues not in ("NONE", "ALL_NEW", "ALL_OLD"):
+            raise AwsError("ValidationException", f"ReturnValues {ReturnValues} not supported")
+        key = Key["callId"]["S"]
         with self.lock:
-            old = self.items.get(call_id)
-            if ":fingerprint" in values:  # CallStore.save
-                if old is not None and (
-                    old["fingerprint"] == values[":fingerprint"]
-                    or (":final" in values and old["status"]["S"] == "FINAL")
-                ):
-                    raise _condition_failed(old)
-                new = dict(old or {})
-                new.update(
-                    callId={"S": call_id},
-                    previousStatus=old["status"] if old else {"NULL": True},
-                    version={"N": str(int(old["version"]["N"]) + 1 if old else 1)},
-                    createdAt=old["createdAt"] if old else values[":now"],
-                    publishedVersion=old.get("publishedVersion", {"N": "0"}) if old else {"N": "0"},
-                    fingerprint=values[":fingerprint"],
-                    status=values[":status"],
-                    record=values[":record"],
-                    updatedAt=values[":now"],
-                    schemaVersion=values[":schemaVersion"],
-                )
-                if ":expiresAt" in values:
-                    new["expiresAt"] = values[":expiresAt"]
-                self.items[call_id] = new
-                return {"Attributes": old} if old else {}
-            version = int(values[":version"]["N"])  # CallStore.mark_published
-            if (
-                old is None
-                or int(old["version"]["N"]) < version
-                or int(old.get("publishedVersion", {"N": "0"})["N"]) >= version
-            ):
-                raise _condition_failed(old)
-            old["publishedVersion"] = {"N": str(version)}
-            return {}
+            old = self.items.get(key)
+            if test is not None and not test.holds(old or {}, names, values):
+                answer = old if ReturnValuesOnConditionCheckFailure == "ALL_OLD" else None
+                raise _condition_failed(answer)
+            try:
+                new = action.apply(old or {}, names, values)
+            except expressions.ExpressionError as exc:
+                raise AwsError("ValidationException", str(exc)) from None
+            new["callId"] = Key["callId"]
+            self._write(key, old, new)
+        if ReturnValues == "ALL_NEW":
+            return {"Attributes": dict(new)}
+        if ReturnValues == "ALL_OLD" and old:
+            return {"Attributes": dict(old)}
+        return {}
+
+    def _write(self, key: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        """Store ``new`` (the lock held); a change is appended to the stream."""
+        self.items[key] = new
+        if new != old:
+            sequence = f"{len(self.stream) + 1:021d}"
+            self.stream.append(StreamRecord(sequence, key, old, new))
+
+    def stream_since(self, position: int) -> list[StreamRecord]:
+        """The stream records from ``position`` (0: the whole stream) on, in order."""
+        with self.lock:
+            return self.stream[position:]
+
+
+def _project(item: dict[str, Any], expression: str | None, names: dict[str, str]) -> dict[str, Any]:
+    if not expression:
+        return dict(item)
+    wanted = {names[path[0]] for path in expressions.cached_projection(expression)}
+    return {name: value for name, value in item.items() if name in wanted}
 
 
 def _condition_failed(item: dict[str, Any] | None) -> AwsError:
