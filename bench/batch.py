@@ -1,12 +1,19 @@
 """Batch latency, speed-up over a naive handler, AWS calls per record, Sinch connections.
 
-The real :class:`EnrichmentService` (thread pool, Sinch client, ``CallStore``,
-``EventPublisher``) processes SQS-shaped work items against:
+The real :class:`EnrichmentService` (thread pool, Sinch client, ``CallStore``; no publisher:
+the calls table is the outbox) processes SQS-shaped work items against:
 
 * Sinch: :class:`bench.standins.SinchProcess`, real HTTP in its own process, answering after
   100 ms and counting the TCP connections it accepts;
 * AWS: :class:`bench.standins.FakeAws` in-process clients (no HTTP, no moto): what is
-  measured is our code, and every AWS call is counted per operation.
+  measured is our code, and every AWS call is counted per operation. The fake table keeps
+  its stream (old and new image of every change).
+
+The stream publisher's share: the stream records the batch left are handed, as
+:class:`~call_enricher.outbox.StreamChange` values in batches of the template's
+``PublisherBatchSize``, to the real :class:`~call_enricher.outbox.OutboxPublisher`
+(``EventPublisher`` and ``FailureRecorder`` on the same fakes), and its ``PutEvents`` calls
+are counted per record.
 
 The function is warm (one small batch first, as after a cold start); each figure uses fresh
 call IDs unless it is about redelivery.
@@ -22,7 +29,7 @@ import uuid
 from typing import Any
 
 from bench.report import Figure, figure
-from bench.standins import BENCH_KEY, BENCH_SECRET, FakeAws, SinchProcess
+from bench.standins import BENCH_KEY, BENCH_SECRET, FakeAws, SinchProcess, StreamRecord
 
 DELAY = 0.1
 THREADS = 10
@@ -34,8 +41,7 @@ def _ids(count: int) -> list[str]:
 
 
 def _service(aws: FakeAws, sinch_url: str, **overrides: str) -> Any:
-    from call_enricher.pipeline import EnrichmentService, SinchClients
-    from call_enricher.publishing import EventPublisher
+    from call_enricher.service import EnrichmentService, SinchClients
     from call_enricher.settings import Settings
     from call_enricher.sinch.auth import SinchCredentials
     from call_enricher.sinch.client import SinchClient
@@ -71,15 +77,61 @@ def _service(aws: FakeAws, sinch_url: str, **overrides: str) -> Any:
         settings,
         sinch=SinchClients(make_client),
         store=CallStore(settings.calls_table_name, client=aws.client("dynamodb")),
-        publisher=EventPublisher(
-            settings.event_bus_name, settings.event_source, client=aws.client("events")
-        ),
         queue=None,
     )
 
 
+def _outbox(aws: FakeAws) -> Any:
+    """The stream publisher's core on the fakes (what its function builds from settings)."""
+    from call_enricher.items import FailureRecorder
+    from call_enricher.outbox import OutboxPublisher
+    from call_enricher.publishing import EventPublisher
+
+    return OutboxPublisher(
+        EventPublisher("bus", "call-enricher", client=aws.client("events")),
+        FailureRecorder("calls", client=aws.client("dynamodb")),
+    )
+
+
+def stream_changes(records: list[StreamRecord]) -> list[Any]:
+    """The fake table's stream records as the stream publisher gets them."""
+    from call_enricher.items import parse_item
+    from call_enricher.outbox import StreamChange
+
+    return [
+        StreamChange(
+            key=record.sequence,
+            item_key=record.key,
+            old=parse_item(record.old) if record.old else None,
+            new=parse_item(record.new) if record.new else None,
+        )
+        for record in records
+    ]
+
+
+def publish_stream(outbox: Any, records: list[StreamRecord], batch_size: int) -> dict[str, int]:
+    """Hand ``records`` to the publisher in stream batches of ``batch_size``, as the event
+    source mapping does; what it published, rejected and failed, in all."""
+    totals = {"published": 0, "rejected": 0, "failed": 0, "invocations": 0}
+    changes = stream_changes(records)
+    for start in range(0, len(changes), batch_size):
+        report = outbox.publish(changes[start : start + batch_size])
+        totals["published"] += report.published
+        totals["rejected"] += report.rejected
+        totals["failed"] += len(report.failed)
+        totals["invocations"] += 1
+    return totals
+
+
+def publisher_batch_size() -> int:
+    """``PublisherBatchSize``: the template's default (the stream mapping's BatchSize)."""
+    from call_enricher_tools.local.template import Template
+
+    return int(Template.load().parameter_defaults()["PublisherBatchSize"])
+
+
 def _process(service: Any, call_ids: list[str]) -> tuple[float, Any]:
-    from call_enricher.pipeline import work_item_from_message
+    from call_enricher.service import work_item_from_message
 
     items = [work_item_from_message(uuid.uuid4().hex, f'{{"callId": "{c}"}}') for c in call_ids]
     t0 = time.perf_counter()
@@ -131,6 +183,7 @@ def run(quick: bool = False) -> list[Figure]:
         for i in range(runs):
             sinch.reset()
             aws.reset_counts()
+            position = len(aws.dynamodb.stream)
             ids = _ids(batch)
             wall, outcomes = _process(service, ids)
             if outcomes != {"enriched"}:
@@ -139,6 +192,7 @@ def run(quick: bool = False) -> list[Figure]:
             connections.append(sinch.stats()["connections"])
             if i == 0:
                 first_ids, calls = ids, aws.calls()
+                first_records = aws.dynamodb.stream_since(position)
         ideal = math.ceil(batch / THREADS) * DELAY
         wall = statistics.median(walls)
         figures.append(
@@ -173,7 +227,8 @@ def run(quick: bool = False) -> list[Figure]:
                 "x",
                 ">= 8",
                 f"naive {naive_per_batch * 1000:.0f} ms per {batch}"
-                + (" (extrapolated from 30 in --quick)" if quick else ""),
+                + (" (extrapolated from 30 in --quick)" if quick else "")
+                + "; it also calls PutEvents per record",
             )
         )
 
@@ -181,27 +236,52 @@ def run(quick: bool = False) -> list[Figure]:
         writes = calls["UpdateItem"] + calls["PutItem"] + calls["BatchWriteItem"]
         figures.append(
             figure(
-                "DynamoDB write calls / record",
+                "DynamoDB write calls / record, first delivery",
                 writes / batch,
                 "calls",
                 "<= 1.0",
-                "conditional save + publish marker per new version",
+                f"one conditional UpdateItem per new FINAL record; "
+                f"{len(first_records)} stream records for {batch} records",
             )
         )
         figures.append(
-            figure("PutEvents calls / record", calls["PutEvents"] / batch, "calls", "<= 0.1")
+            figure(
+                "PutEvents calls in the queue function",
+                calls["PutEvents"],
+                "calls",
+                "== 0",
+                f"per batch of {batch}: events come from the table's stream only",
+            )
+        )
+        # The stream publisher's share: the batch's stream records, published.
+        size = publisher_batch_size()
+        aws.reset_counts()
+        published = publish_stream(_outbox(aws), first_records, size)
+        outbox_calls = aws.calls()
+        figures.append(
+            figure(
+                "stream publisher: PutEvents calls / record",
+                outbox_calls["PutEvents"] / max(1, len(first_records)),
+                "calls",
+                "<= 0.1",
+                f"{len(first_records)} stream records -> {published['published']} events in "
+                f"{outbox_calls['PutEvents']} PutEvents ({published['invocations']} invocations "
+                f"of <= {size} records, <= 10 entries per request); "
+                f"{outbox_calls['UpdateItem']} table writes, {published['failed']} failed",
+            )
         )
         figures.append(
             figure(
                 "DynamoDB reads / record, first delivery",
                 (calls["GetItem"] + calls["BatchGetItem"]) / batch,
                 "calls",
-                note=f"{calls['BatchGetItem']} BatchGetItem per batch (idempotency pre-read)",
+                note=f"{calls['BatchGetItem']} BatchGetItem per batch (fresh-FINAL pre-read)",
             )
         )
-        # Redelivery of the same IDs: stored FINAL, published, fresh.
+        # Redelivery of the same IDs: stored FINAL and fresh, served from the table.
         aws.reset_counts()
         sinch.reset()
+        position = len(aws.dynamodb.stream)
         _, outcomes = _process(service, first_ids)
         again = aws.calls()
         figures.append(
@@ -211,14 +291,15 @@ def run(quick: bool = False) -> list[Figure]:
                 "calls",
                 "<= 0",
                 f"{again['BatchGetItem']} BatchGetItem for the batch, "
-                f"{sinch.stats()['requests']} Sinch GETs, "
-                f"{again['UpdateItem'] + again['PutEvents']} writes/events; "
+                f"{sinch.stats()['requests']} Sinch GETs, {again['UpdateItem']} writes, "
+                f"{len(aws.dynamodb.stream_since(position))} stream records; "
                 f"{','.join(sorted(outcomes))}",
             )
         )
         # Same IDs past the freshness window: Sinch asked, record unchanged.
         stale = _service(aws, sinch.url, FINAL_FRESHNESS_SECONDS="0")
         aws.reset_counts()
+        position = len(aws.dynamodb.stream)
         _, outcomes = _process(stale, first_ids)
         unchanged = aws.calls()
         figures.append(
@@ -227,7 +308,8 @@ def run(quick: bool = False) -> list[Figure]:
                 (unchanged["GetItem"] + unchanged["BatchGetItem"]) / batch,
                 "calls",
                 "<= 0",
-                f"{unchanged['UpdateItem'] / batch:.2f} conditional UpdateItem/record, "
+                f"{unchanged['UpdateItem'] / batch:.2f} conditional UpdateItem/record (refused), "
+                f"{len(aws.dynamodb.stream_since(position))} stream records, "
                 f"{unchanged['PutEvents']} PutEvents; {','.join(sorted(outcomes))}",
             )
         )

@@ -6,7 +6,8 @@ Each handler (ours and its naive baseline, see :mod:`bench.naive`) runs in a fre
 hook), against local stand-ins: AWS through ``AWS_ENDPOINT_URL`` at :class:`AwsServer`
 (DynamoDB, EventBridge, SQS, Secrets Manager over the real AWS JSON protocols, in this
 process) and Sinch at a :class:`SinchProcess` answering at once. Every invocation does the
-real work (a new call ID each time: fetch, store, publish). Rounds are interleaved so that
+real work (a new call ID each time: fetch, store; the queue and API functions publish
+nothing, the table's stream does). Rounds are interleaved so that
 machine noise hits every variant alike; the figure is the median of the rounds.
 
 Also: the import-only split; where the queue handler's import time goes, per package group

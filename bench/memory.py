@@ -104,7 +104,7 @@ def run(quick: bool = False) -> list[Figure]:
             peak,
             "MB",
             note=f"max of {runs}; processed in {statistics.median(seconds):.1f} s, "
-            f"{calls['UpdateItem']} UpdateItem / {calls['PutEvents']} PutEvents in all",
+            f"{calls['UpdateItem']} UpdateItem, {calls['PutEvents']} PutEvents in all",
         ),
         figure("  minus bare interpreter", peak - bare, "MB", note=f"bare python: {bare:.0f} MB"),
         figure(
