@@ -22,6 +22,7 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 MODULES = {
     "coldstart": "1. cold start (fresh process: import + first invocation)",
     "batch": "2-3, 5-6. batch latency, speed-up, AWS calls, connections",
+    "latency": "end-to-end latency (message sent -> event on the bus, local stack)",
     "cpu": "4. CPU per record",
     "memory": "7. memory",
     "size": "8. layer size",
