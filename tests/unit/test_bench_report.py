@@ -9,21 +9,28 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import requests
+from botocore.exceptions import ClientError
+from moto import mock_aws
 
 from bench import __main__ as bench_main
+from bench.batch import _outbox, publish_stream, publisher_batch_size, stream_changes
+from bench.latency import percentile, sent_at
 from bench.report import check, figure, render, section, write_json
 from bench.size import measure
 from bench.standins import AwsServer, FakeAws, SinchProcess
+from call_enricher import errors
 from call_enricher.enrichment import enrich
+from call_enricher.items import FailureRecorder, parse_item
 from call_enricher.model import parse_call_record
-from call_enricher.storage import CallStore, SaveOutcome
+from call_enricher.state import Failure, failure_from_error, retry_trace
+from call_enricher.storage import CallStore, WriteOutcome
 
 # -- report ---------------------------------------------------------------------------------
 
@@ -143,49 +150,245 @@ def test_every_module_has_a_run_function() -> None:
         assert "quick" in inspect.signature(module.run).parameters
 
 
-# -- stand-ins ------------------------------------------------------------------------------
+# -- stand-ins: the in-memory table answers as DynamoDB (moto) does -----------------------
 
 RECORD: dict[str, Any] = json.loads(
     (Path(__file__).parents[2] / "events" / "sinch" / "answered-us-to-gb.json").read_text()
 )
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _enriched(record: dict[str, Any]) -> Any:
-    return enrich(parse_call_record(record), enriched_at=datetime(2026, 1, 1, tzinfo=UTC))
+    return enrich(parse_call_record(record), enriched_at=T0)
 
 
-def test_fake_dynamodb_behaves_like_the_table_for_call_store() -> None:
-    # Given the call store on the in-memory fake
+class _Clock:
+    """One second later at each reading (the same sequence for the fake and for moto)."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def _failure(error: errors.CallEnricherError, call_id: str | None, at: datetime = T0) -> Failure:
+    return failure_from_error(error, failed_at=at, call_id=call_id, attempts=1, source_id="m-1")
+
+
+def _every_write(client: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Every write form the store and the publisher send, in the cases that matter: the
+    answers, and the items they leave (as StoredCall, by key)."""
+    store = CallStore("calls", client=client, clock=_Clock())
+    recorder = FailureRecorder("calls", client=client)
+    final = _enriched(RECORD)
+    call_id = final.call_id
+    ongoing = _enriched({**RECORD, "status": "ONGOING", "duration": 1})
+    corrected = _enriched({**RECORD, "duration": RECORD["duration"] + 1})
+    not_found = errors.CallNotFoundError("Call not found", http_status=404, sinch_error_code=40400)
+    too_large = errors.EventTooLargeError("too large")
+    transient = errors.TransientError("Sinch answered 503", http_status=503)
+    at = T0 + timedelta(hours=1)
+    answers: list[Any] = [
+        store.note_retry("retried", retry_trace(transient, at=at, attempt=2)),  # new item
+        store.save(_enriched({**RECORD, "callId": "retried"})).outcome,  # removes lastError
+        store.save(ongoing).outcome,  # CREATED, ONGOING
+        store.save(ongoing).outcome,  # UNCHANGED
+        store.fail(call_id, _failure(not_found, call_id)).outcome,  # FAILED, record kept
+        store.fail(call_id, _failure(not_found, call_id)).outcome,  # UNCHANGED
+        store.note_retry(call_id, retry_trace(transient, at=at, attempt=3)),  # on ONGOING
+        store.save(final).outcome,  # UPDATED to FINAL, failure and lastError removed
+        store.save(final).outcome,  # UNCHANGED
+        store.save(ongoing).outcome,  # REFUSED_REGRESSION
+        store.fail(call_id, _failure(not_found, call_id, at)).outcome,  # KEPT_FINAL
+        store.note_retry(call_id, retry_trace(transient, at=at, attempt=4)),  # not on FINAL
+        store.save(corrected).outcome,  # UPDATED (a correction of a FINAL)
+        recorder.record_unpublishable(call_id, 3, _failure(too_large, call_id)),
+        recorder.record_unpublishable(call_id, 3, _failure(too_large, call_id)),  # recorded
+        recorder.record_unpublishable(call_id, 2, _failure(too_large, call_id, at)),  # stale
+        recorder.record_unpublishable("absent", 1, _failure(too_large, "absent")),
+        store.fail("msg:m-2", _failure(errors.MalformedMessageError("bad"), None)).outcome,
+    ]
+    keys = [call_id, "retried", "msg:m-2", "absent"]
+    items = {key: store.get(key) for key in keys}
+    summaries = store.get_many(keys)
+    answers.append({key: summary.model_dump() for key, summary in summaries.items()})
+    return answers, items
+
+
+@pytest.fixture
+def moto_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The calls table in in-process moto, with its stream (new and old images)."""
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        client.create_table(
+            TableName="calls",
+            KeySchema=[{"AttributeName": "callId", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "callId", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        yield client
+
+
+def _moto_stream(client: Any) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) of each record of moto's stream, in order, images parsed (moto's
+    extra key-only INSERT before an UpdateItem's INSERT dropped: DynamoDB has none)."""
+    streams = boto3.client("dynamodbstreams", region_name="eu-west-1")
+    arn = client.describe_table(TableName="calls")["Table"]["LatestStreamArn"]
+    out = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records = streams.get_records(ShardIterator=iterator, Limit=1000)["Records"]
+        for record in records:
+            change = record["dynamodb"]
+            old, new = change.get("OldImage"), change.get("NewImage")
+            if record["eventName"] == "INSERT" and set(new or {}) == {"callId"}:
+                continue
+            out.append(
+                (
+                    change["Keys"]["callId"]["S"],
+                    parse_item(old) if old else None,
+                    parse_item(new) if new else None,
+                )
+            )
+    return out
+
+
+def test_fake_table_answers_every_write_as_moto_does(moto_table: Any) -> None:
+    # Given the same sequence of every write form (save, fail, note_retry and the
+    # publisher's record_unpublishable, each where its condition holds and where it does not)
+    # When run on moto's DynamoDB and on the in-memory fake
+    expected_answers, expected_items = _every_write(moto_table)
     aws = FakeAws()
-    store = CallStore("calls", client=aws.client("dynamodb"))
-    first = _enriched(RECORD)
-    # When a record is saved twice, published, then changed
-    created = store.save(first)
-    again = store.save(first)
-    store.mark_published(first.call_id, 1)
-    store.mark_published(first.call_id, 1)  # a repeated mark is a no-op
-    changed = store.save(_enriched({**RECORD, "duration": RECORD["duration"] + 1}))
-    # Then the outcomes are those of the real conditional writes
-    assert created.outcome is SaveOutcome.CREATED
-    assert again.outcome is SaveOutcome.UNCHANGED
-    assert changed.outcome is SaveOutcome.UPDATED
-    assert changed.stored.version == 2
-    assert changed.needs_publish
-    stored = store.get_many([first.call_id, "absent"])
-    assert list(stored) == [first.call_id]
-    assert stored[first.call_id].published_version == 1
-    # and every call was counted per operation
-    assert aws.calls() == {"UpdateItem": 5, "BatchGetItem": 1}
+    answers, items = _every_write(aws.client("dynamodb"))
+    # Then every answer and every item left is the same
+    assert answers == expected_answers
+    assert items == expected_items
+    # and they are what the store promises (the script's comments)
+    assert answers[:13] == [
+        True,
+        WriteOutcome.CREATED,
+        WriteOutcome.CREATED,
+        WriteOutcome.UNCHANGED,
+        WriteOutcome.FAILED,
+        WriteOutcome.UNCHANGED,
+        True,
+        WriteOutcome.UPDATED,
+        WriteOutcome.UNCHANGED,
+        WriteOutcome.REFUSED_REGRESSION,
+        WriteOutcome.KEPT_FINAL,
+        False,
+        WriteOutcome.UPDATED,
+    ]
+    assert answers[13:18] == [True, False, False, False, WriteOutcome.FAILED]
+    assert items["absent"] is None
+    assert items["retried"] is not None
+    assert items["retried"].last_error is None
+    # and the fake's stream holds the changes moto's does, with the same images
+    fake_stream = [
+        (r.key, parse_item(r.old) if r.old else None, parse_item(r.new) if r.new else None)
+        for r in aws.dynamodb.stream
+    ]
+    assert fake_stream == _moto_stream(moto_table)
+    assert len(fake_stream) == 9  # one per write that changed an item
 
 
-def test_fake_dynamodb_refuses_a_final_to_ongoing_regression() -> None:
-    # Given a FINAL record stored
+def test_fake_table_refuses_placeholders_dynamodb_refuses() -> None:
+    # Given the fake table
+    client = FakeAws().client("dynamodb")
+    update = {
+        "TableName": "calls",
+        "Key": {"callId": {"S": "a"}},
+        "UpdateExpression": "SET #state = :s",
+        "ExpressionAttributeNames": {"#state": "state"},
+    }
+    # When a value is defined but unused, or used but undefined / Then ValidationException
+    for values in ({":s": {"S": "x"}, ":extra": {"S": "y"}}, {}):
+        with pytest.raises(ClientError) as refused:
+            client.update_item(**update, ExpressionAttributeValues=values)
+        assert refused.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_fake_table_counts_each_call_per_operation() -> None:
+    # Given the store on the fake / When it saves twice and reads a summary
     aws = FakeAws()
     store = CallStore("calls", client=aws.client("dynamodb"))
     store.save(_enriched(RECORD))
-    # When an ONGOING version arrives / Then it is refused
-    ongoing = _enriched({**RECORD, "status": "ONGOING", "duration": 1})
-    assert store.save(ongoing).outcome is SaveOutcome.REFUSED_REGRESSION
+    store.save(_enriched(RECORD))
+    store.get_many([RECORD["callId"], "absent"])
+    # Then each call is counted, and only the write that changed the item is on the stream
+    assert aws.calls() == {"UpdateItem": 2, "BatchGetItem": 1}
+    assert [r.key for r in aws.dynamodb.stream] == [RECORD["callId"]]
+    aws.reset_counts()
+    assert aws.calls() == {}
+
+
+# -- the stream publisher's share (bench.batch) ---------------------------------------------
+
+
+def test_stream_records_become_the_changes_the_publisher_announces() -> None:
+    # Given 23 new versions, a re-save that changed nothing and a failure state on the fake
+    aws = FakeAws()
+    store = CallStore("calls", client=aws.client("dynamodb"))
+    ids = [f"{i:032x}" for i in range(23)]
+    for call_id in ids:
+        store.save(_enriched({**RECORD, "callId": call_id}))
+    store.save(_enriched({**RECORD, "callId": ids[0]}))
+    store.fail("msg:m-9", _failure(errors.MalformedMessageError("bad"), None))
+    records = aws.dynamodb.stream_since(0)
+    # When they are handed to the real outbox publisher in stream batches of 10
+    aws.reset_counts()
+    totals = publish_stream(_outbox(aws), records, 10)
+    # Then each change is one event, sent in PutEvents requests of at most 10 entries
+    assert len(records) == 24
+    assert [c.item_key for c in stream_changes(records)] == [*ids, "msg:m-9"]
+    assert totals == {"published": 24, "rejected": 0, "failed": 0, "invocations": 3}
+    assert aws.calls() == {"PutEvents": 3}
+    assert aws.events.entries == 24
+
+
+def test_publisher_batch_size_is_the_template_default() -> None:
+    # Given the template / Then the stream batch is its PublisherBatchSize default
+    assert publisher_batch_size() >= 10
+
+
+# -- end-to-end latency (bench.latency): the pure parts ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"), [(50, 50.0), (99, 99.0), (100, 100.0), (1, 1.0), (0.5, 1.0)]
+)
+def test_percentile_is_the_nearest_rank(q: float, expected: float) -> None:
+    # Given 1..100 shuffled / When the q-th percentile is taken / Then the nearest rank
+    values = [float(v) for v in range(100, 0, -1)]
+    assert percentile(values, q) == expected
+
+
+def test_percentile_of_nothing_is_nan_and_q_is_checked() -> None:
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError, match="q must be"):
+        percentile([1.0], 0)
+
+
+def test_sent_at_reads_the_bench_stamp_of_call_enriched_events_only() -> None:
+    # Given the envelope of a Call Enriched event carrying the bench's send time
+    envelope = {
+        "detail-type": "Call Enriched",
+        "detail": {
+            "callId": "c1",
+            "storedAt": "2026-01-01T00:00:01.500Z",
+            "context": {"benchSentAt": T0.timestamp()},
+        },
+    }
+    # Then the call, the send time and the store time are read; other events are ignored
+    assert sent_at(envelope) == ("c1", T0.timestamp(), T0.timestamp() + 1.5)
+    assert sent_at({**envelope, "detail-type": "Call Enrichment Failed"}) is None
+    assert sent_at({**envelope, "detail": {**envelope["detail"], "context": None}}) is None
 
 
 @pytest.fixture
@@ -223,19 +426,22 @@ def test_aws_server_answers_boto3_over_the_json_protocols(monkeypatch: pytest.Mo
         events = boto3.client("events", **kwargs)
         sqs = boto3.client("sqs", **kwargs)
         secrets = boto3.client("secretsmanager", **kwargs)
-        # When the store writes twice, and the other services are called once each
+        # When the store writes three times, and the other services are called once each
         first = _enriched(RECORD)
         store.save(first)
         unchanged = store.save(first)
+        kept = store.fail(first.call_id, _failure(errors.CallNotFoundError("gone"), "x"))
         put = events.put_events(Entries=[{"Source": "s", "DetailType": "d", "Detail": "{}"}])
         sqs.send_message(QueueUrl=server.url + "/1/q", MessageBody="hello")
         secret = secrets.get_secret_value(SecretId="sinch")
         # Then the answers parse as AWS's (conditional failures included) and are counted
-        assert unchanged.outcome is SaveOutcome.UNCHANGED
+        assert unchanged.outcome is WriteOutcome.UNCHANGED
+        assert kept.outcome is WriteOutcome.KEPT_FINAL
+        assert kept.stored.version == 1
         assert put["FailedEntryCount"] == 0
         assert json.loads(secret["SecretString"])["applicationKey"]
         assert server.aws.calls() == {
-            "UpdateItem": 2,
+            "UpdateItem": 3,
             "PutEvents": 1,
             "SendMessage": 1,
             "GetSecretValue": 1,
