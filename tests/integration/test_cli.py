@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -112,6 +113,30 @@ def test_enrich_file_offline() -> None:
     document = json.loads(out)
     assert document["callId"] == CALL_ID
     assert document["money"]["debit"] == {"currency": "USD", "amount": "0.1016"}
+
+
+def test_enrich_file_reports_the_risk_of_a_premium_rate_call_at_a_high_rate() -> None:
+    # Given a saved record of a call to a UK premium-rate number (+44 909) at 1.50 GBP/min,
+    # and a plain domestic call (a Swedish mobile calling a Stockholm number)
+    script = Path(sys.executable).parent / "call-enricher"
+    premium = ROOT / "events/sinch/premium-rate-high-rate-gb.json"
+    plain = ROOT / "events/sinch/answered-se-callee-hangup-millis.json"
+    # When each is enriched through the installed entry point
+    risks = {}
+    for path in (premium, plain):
+        result = subprocess.run(  # noqa: S603 (the project's own console script)
+            [str(script), "enrich-file", str(path)], capture_output=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        risks[path] = json.loads(result.stdout)["risk"]
+    # Then the premium-rate call is high with both signals, the domestic one none
+    assert risks[premium]["level"] == "high"
+    assert {s["code"]: s["level"] for s in risks[premium]["signals"]} == {
+        "premium-rate-destination": "high",
+        "high-rate": "high",
+    }
+    assert "9098790123" not in json.dumps(risks[premium])
+    assert risks[plain] == {"level": "none", "signals": [], "policyDigest": ANY}
 
 
 def test_enrich_file_invalid_record(tmp_path: Path) -> None:

@@ -598,6 +598,7 @@ def test_attributes_other_modules_rely_on():
         "custom",
         "provenance",
         "warnings",
+        "risk",
     }
     assert public["outcome"]["outcome"] == "in-progress"
 

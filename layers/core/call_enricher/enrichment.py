@@ -67,6 +67,13 @@ Provenance
     ``fingerprint`` (see :func:`fingerprint`), ``isFinal``, ``extraKeys`` (unknown keys Sinch
     sent) and ``unknownEnumValues``.
 
+Risk
+    ``{level, signals, policyDigest}`` from :func:`call_enricher.risk.assess` under the
+    policy given to :func:`enrich` (the library's default one when none is): premium-rate,
+    shared-cost, satellite/international-network and high-risk-country destinations, rates
+    above a cap, short costly calls, billed invalid numbers, cross-border and withheld
+    callers. ``null`` only in records enriched before schema 1.1.0 (never assessed).
+
 Warnings
     ``[{code, field, message}]``; messages never contain a phone number or user name.
 """
@@ -103,6 +110,7 @@ from call_enricher.model import (
     format_decimal,
     format_utc,
 )
+from call_enricher.risk import DEFAULT_POLICY, Risk, RiskPolicy, assess
 
 __all__ = [
     "ENRICHMENT_SCHEMA_VERSION",
@@ -127,7 +135,8 @@ __all__ = [
     "fingerprint",
 ]
 
-ENRICHMENT_SCHEMA_VERSION: Final = "1.0.0"
+ENRICHMENT_SCHEMA_VERSION: Final = "1.1.0"
+"""1.1.0: ``risk`` (see :mod:`call_enricher.risk`)."""
 
 _encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring  # C, non-ASCII kept
 _MAX_CUSTOM_JSON_CHARS: Final = 64 * 1024
@@ -282,6 +291,11 @@ class EnrichedCall(_Model):
     custom: CustomData
     provenance: Provenance
     warnings: tuple[EnrichmentWarning, ...] = ()
+    risk: Risk | None = Field(
+        default=None,
+        description="Fraud and cost risk (level and signals); null only in records enriched"
+        " before schema 1.1.0",
+    )
 
 
 # --- enrichment ---------------------------------------------------------------------------------
@@ -296,6 +310,7 @@ def enrich(
     region: str | None = None,
     enriched_at: datetime | None = None,
     default_phone_region: str | None = None,
+    risk_policy: RiskPolicy | None = None,
 ) -> EnrichedCall:
     """Enrich a validated record. Pure; never raises for a record ``parse_call_record`` made,
     except :class:`InvalidRecordError` when the call ID is missing or disagrees.
@@ -305,7 +320,8 @@ def enrich(
     was asked for; it names the result, is used when the record has none, and must match the
     record's (case-insensitively). ``base_url``/``region``: the Sinch host asked (provenance).
     ``enriched_at``: the clock (default now; naive means UTC). ``default_phone_region``: ISO
-    alpha-2 region for national-format numbers without ``+``.
+    alpha-2 region for national-format numbers without ``+``. ``risk_policy``: the policy
+    ``risk`` is assessed under (default :data:`call_enricher.risk.DEFAULT_POLICY`).
     """
     warnings: list[EnrichmentWarning] = []
     final_id = _call_id(record.call_id, call_id)
@@ -343,7 +359,7 @@ def enrich(
             UnknownEnum(field=item.field, value=item.value) for item in record.unknown_enum_values
         ),
     )
-    return EnrichedCall(
+    call = EnrichedCall(
         call_id=final_id,
         status=status,
         is_final=is_final,
@@ -355,6 +371,8 @@ def enrich(
         provenance=provenance,
         warnings=tuple(warnings),
     )
+    risk = assess(call, risk_policy if risk_policy is not None else DEFAULT_POLICY)
+    return call.model_copy(update={"risk": risk})
 
 
 def enrich_json(
@@ -365,6 +383,7 @@ def enrich_json(
     region: str | None = None,
     enriched_at: datetime | None = None,
     default_phone_region: str | None = None,
+    risk_policy: RiskPolicy | None = None,
 ) -> EnrichedCall:
     """Decode, validate and enrich a Get Call body in one step (see :func:`enrich`).
 
@@ -379,6 +398,7 @@ def enrich_json(
         region=region,
         enriched_at=enriched_at,
         default_phone_region=default_phone_region,
+        risk_policy=risk_policy,
     )
 
 

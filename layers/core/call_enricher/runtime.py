@@ -25,6 +25,7 @@ def _log(level: str, message: str, **fields: Any) -> None:
 
 def build_service(settings: Settings) -> EnrichmentService:
     """Build the production service from settings (AWS clients created lazily inside)."""
+    from call_enricher.policy_source import policy_source
     from call_enricher.queueing import EnrichmentQueue
     from call_enricher.secrets import SecretsManagerCredentials
     from call_enricher.sinch.client import AttemptInfo, SinchClient
@@ -54,6 +55,9 @@ def build_service(settings: Settings) -> EnrichmentService:
         if settings.enrichment_queue_url
         else None,
         log=_log,
+        risk_policy=policy_source(settings.risk_policy_parameter)
+        if settings.risk_policy_parameter
+        else None,
     )
 
 

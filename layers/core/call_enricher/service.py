@@ -54,6 +54,7 @@ from call_enricher.state import (
 
 if TYPE_CHECKING:
     from call_enricher.queueing import EnrichmentQueue
+    from call_enricher.risk import RiskPolicy
     from call_enricher.sinch.client import AttemptInfo, SinchClient
     from call_enricher.storage import CallStore
 
@@ -148,8 +149,12 @@ def fetch_and_enrich(
     region: str | None,
     deadline: float | None = None,
     enriched_at: datetime | None = None,
+    risk_policy: RiskPolicy | None = None,
 ) -> tuple[EnrichedCall, int]:
-    """Fetch one call from Sinch, validate and enrich it (no AWS). Returns (record, attempts)."""
+    """Fetch one call from Sinch, validate and enrich it (no AWS). Returns (record, attempts).
+
+    ``risk_policy``: the policy its ``risk`` is assessed under (default: the library's).
+    """
     response = client.get_call(call_id, deadline=deadline)
     record = parse_call_record(response.data)
     enriched = enrich(
@@ -159,6 +164,7 @@ def fetch_and_enrich(
         base_url=response.base_url,
         region=region,
         enriched_at=enriched_at,
+        risk_policy=risk_policy,
     )
     return enriched, response.attempts
 
@@ -195,9 +201,12 @@ class EnrichmentService:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         log: Callable[..., None] | None = None,
+        risk_policy: Callable[[], RiskPolicy] | None = None,
     ) -> None:
         self.settings = settings
         self.sinch = sinch
+        self.risk_policy = risk_policy
+        """Where the risk policy comes from (cached by the source); None: the default."""
         self.store = store
         self.queue = queue
         self._clock = clock
@@ -274,12 +283,14 @@ class EnrichmentService:
         base_url = resolve_base_url(region=region, base_url=self.settings.sinch_base_url)
         attempts = 0
         try:
+            policy = self.risk_policy() if self.risk_policy is not None else None
             enriched, attempts = fetch_and_enrich(
                 self.sinch.for_base_url(base_url),
                 request.call_id,
                 region=region,
                 deadline=deadline,
                 enriched_at=self._now(),
+                risk_policy=policy,
             )
             if enriched.status != FINAL and self._too_old(request):
                 limit = self.settings.recheck_max_age_seconds

@@ -82,6 +82,10 @@ class Settings(BaseModel):
         int, Field(alias="CALLBACK_MAX_SKEW_SECONDS", ge=1, le=3600)
     ] = 300
 
+    # Fraud and spend signals (see call_enricher.risk and call_enricher.spend).
+    # An SSM String parameter holding the risk policy's JSON (empty: the library's default).
+    risk_policy_parameter: Annotated[str, Field(alias="RISK_POLICY_PARAMETER")] = ""
+
     @field_validator("sinch_base_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
