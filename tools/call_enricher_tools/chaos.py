@@ -1,38 +1,52 @@
 """The chaos run: N call IDs through the local stack under injected faults, then an accounting.
 
 ``python -m call_enricher_tools.chaos --ids 10000`` (``make chaos``) sends N call IDs to the
-local stack's enrichment queue (moto server built from ``template.yaml``, the SQS poller
-playing the event source mapping with its redrive to the DLQ, the real queue handler) while
+local stack's enrichment queue and lets the whole pipeline run as deployed: moto in server
+mode built from ``template.yaml``, the SQS poller playing the queue function's event source
+mapping (with its redrive to the DLQ) for the real queue handler, and the stream poller
+(:class:`~call_enricher_tools.local.streams.StreamPoller`, configured from the template's
+stream mapping: bisection, bounded retries, the on-failure queue) playing the calls table's
+stream for the real stream publisher: the only way events reach the bus. Meanwhile
 
 * a fault-injecting Sinch stand-in (:class:`ChaosSinch`, HTTP on 127.0.0.1, checking every
   request's signature) answers, per request, 10 % 5xx, 5 % 429 (half with ``Retry-After``),
-  2 % hangs past the client's read timeout and 2 % malformed bodies; 5 % of the IDs are
-  unknown (404) and 10 % are ONGOING calls that turn FINAL a little later;
-* the AWS side fails too: the service's DynamoDB client throttles ``UpdateItem`` (record
-  writes and publish markers) and its EventBridge client fails ``PutEvents`` entries
-  (``InternalFailure``), each at a configured rate. Both are injected *above* botocore, i.e.
-  as failures that outlasted botocore's own retries.
+  2 % hangs past the client's read timeout and 2 % bodies that are not JSON (transient:
+  ``sinch-garbled-response``, retried); 5 % of the IDs are unknown (404) and 10 % are ONGOING
+  calls that turn FINAL a little later;
+* the queue function's DynamoDB client throttles ``UpdateItem`` (versions, failure states
+  and retry traces) at ``ddb_throttle``;
+* the stream publisher's EventBridge client fails ``PutEvents`` entries (``InternalFailure``)
+  at ``put_events_entry_failure`` and throttles whole calls at ``put_events_throttle``
+  (``--publisher-faults RATE`` sets both: RATE and RATE / 2).
 
-Every decision comes from a seeded RNG keyed by (call ID, what, how many times asked), so a
-run is reproducible whatever the thread interleaving. Sinch's timeouts and the re-check delay
-are short so the run is fast. The function timeout and the visibility timeout are not cut as
-short: a batch that outlives either is handled twice (the first delivery's work is done, the
-second repeats it), which is no fault of the service but breaks the accounting; the report
-shows how close the run came (``batches_failed``, ``max_handler_seconds``,
-``max_batch_seconds``, ``batches_held_past_visibility``).
+AWS faults are injected *above* botocore, i.e. as failures that outlasted botocore's own
+retries. Every decision comes from a seeded RNG keyed by (call or event ID, what, how many
+times asked), so a run is reproducible whatever the thread interleaving. Sinch's timeouts
+and the re-check delay are short so the run is fast; the function and visibility timeouts
+are not (see :class:`ChaosConfig`).
 
-It ends with an accounting (:class:`ChaosReport`), one ``name: value`` line per count. Every ID
-must be in exactly one terminal state:
+It ends with an accounting (:class:`ChaosReport`), one ``name: value`` line per count, built
+from the table (scanned at the end), the DLQ and every event the bus delivered to a
+subscriber queue. The guarantees it checks:
 
-* ``final``: stored FINAL, and its stored version's ``Call Enriched`` event was seen;
-* ``failed``: a ``Call Enrichment Failed`` event was seen for it;
-* ``dlq``: its message is in the dead-letter queue.
+* every stored version has exactly one ``Call Enriched`` event (``{callId}:v{n}`` for n = 1
+  .. the stored version) and every stored failure state exactly one ``Call Enrichment
+  Failed`` event (its ID rebuilt from the stored failure); no event announces a state the
+  table never held (``events_missing``, ``events_unexpected``); the latest version's event
+  carries exactly what the table holds;
+* every ID ends in exactly one terminal state, the one its kind predicts: ``final`` (stored
+  FINAL and announced; known and ONGOING IDs), ``failed`` (``call-not-found`` stored and
+  announced; unknown IDs) or ``dlq`` (its message in the DLQ, the item's retry trace saying
+  why; IDs Sinch always fails). ``lost`` (none), ``multiple`` (several) and
+  ``unexpected_outcomes`` (not the predicted one) must be 0;
+* no FINAL call goes back (``regressions``);
+* a duplicate event (an ``eventId`` delivered twice) is allowed only as the stream
+  publisher's at-least-once retry after an injected publisher fault, with an identical
+  detail, and is counted (``duplicates``); any other is ``unexplained_duplicates``. Without
+  publisher faults there must be none at all;
+* the queue drained, the stream was consumed, and the publisher's on-failure queue is empty.
 
-``lost`` (no terminal state), ``multiple`` (more than one), ``regressions`` (a FINAL record
-followed by a non-FINAL version, or stored non-FINAL after a FINAL event) and
-``unexplained_duplicates`` (an ``eventId`` seen twice that no injected failure of the publish
-marker explains: the one documented at-least-once window) must all be 0, and the queue must
-have drained within the time limit, or the run exits 1.
+The run exits 0 only when all of that holds (``balanced: yes``).
 """
 
 from __future__ import annotations
@@ -47,11 +61,12 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from call_enricher.sinch.auth import SinchCredentials
 from call_enricher_tools.sandbox.faults import keyed_rng as _rng
@@ -64,14 +79,27 @@ from call_enricher_tools.sinch_standin import (
     sinch_error,
 )
 
+if TYPE_CHECKING:
+    from call_enricher.state import StoredCall
+    from call_enricher_tools.local.poller import Handler
+    from call_enricher_tools.local.stack import LocalStack
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-QUEUE_APP = REPO_ROOT / "functions" / "queue_enricher" / "app.py"
 MAX_BACKLOG = 200
 """Visible messages above which the chaos run's producer pauses."""
 CHAOS_CREDENTIALS = SinchCredentials(
     application_key="c4a05000-0000-4000-8000-00000000c4a0",
     application_secret="Y2hhb3Mtc2VjcmV0LW5ldmVyLWxvZy10aGlzLTAxMjM=",  # noqa: S106 (local only)
 )
+DETAIL_TYPES = {
+    "Call Enriched": "call_enriched",
+    "Call Enrichment Failed": "call_enrichment_failed",
+}
+"""Detail types and their names in the report (``events.call_enriched: n``)."""
+EXPECTED_STATE = {"final": "final", "ongoing": "final", "unknown": "failed", "dead": "dlq"}
+"""The terminal state each kind of ID must end in (an unknown ID fails ``call-not-found``;
+a body that is not JSON is transient now, so it never ends as a failure)."""
+EXPECTED_FAILURE_REASON = "call-not-found"
 
 # Numbers of the stand-in's records: realistic shapes from several countries (Ofcom's and
 # NANP's drama ranges where they exist). The last digits vary per call ID.
@@ -95,25 +123,57 @@ class ChaosConfig:
     ongoing_seconds: float = 2.0
     """How long an ONGOING call stays ONGOING after Sinch was first asked about it."""
     ddb_throttle: float = 0.03
-    put_events_failure: float = 0.05
+    """``UpdateItem`` calls of the queue function throttled (versions, failures, traces)."""
+    put_events_entry_failure: float = 0.05
+    """``PutEvents`` entries of the stream publisher failed with ``InternalFailure``."""
+    put_events_throttle: float = 0.025
+    """Whole ``PutEvents`` calls of the stream publisher throttled."""
     read_timeout_seconds: float = 0.5
     connect_timeout_seconds: float = 0.5
-    function_timeout_seconds: float = 10.0
+    function_timeout_seconds: float = 30.0
     """The queue function's timeout. A batch that runs past it fails as a whole, as in Lambda
-    (nothing is deleted): every message of it is redelivered although its work is done, so
-    its failure events come out twice, or a call ends both failed and FINAL when Sinch
-    answers differently the second time. So the timeout, with :attr:`deadline_margin_ms`,
-    must cover the slowest batch: moto slows down under load (one process, one GIL), and with
-    5 s and a 0.5 s margin batches ran up to 9.9 s in a 3,000-ID run on a busy machine."""
+    (nothing is deleted, every message is redelivered and its work redone): harmless to the
+    table and the events now (the redone work writes nothing new), but it spends receives
+    towards the DLQ. What a batch takes is bounded by Sinch (3 attempts of at most
+    0.5 + 0.5 s, a 1 s ``Retry-After``) plus its writes to moto, and moto is slow under load
+    (one process, one GIL, shared with every poller): the last 10,000-ID run on 2 busy cores
+    saw an 11 s batch, past the 10 s used then. 30 s is close to three times that."""
     deadline_margin_ms: int = 4000
     """``DEADLINE_MARGIN_MS``: no record starts later than this before the timeout, leaving
-    the time to store, publish, mark and re-check (slow under load; production: 3 s of 60)."""
-    visibility_timeout_seconds: int = 31
-    """Three function timeouts plus the batching window (1 s): a batch must never be handed to
-    a second poller while the first still works on it (that is a duplicate delivery). Locally
-    the handler is not stopped at its timeout, so this leaves room for an overrun as well
-    (see ``max_batch_seconds`` and ``batches_held_past_visibility`` in the report)."""
+    time for its one write and its re-check or retry trace (slow under load; production:
+    3 s of 60)."""
+    visibility_timeout_seconds: int = 45
+    """The enrichment queue's visibility timeout: a batch's messages must not be handed to
+    another poller while the first still works on them (a duplicate delivery). A batch is
+    held for the batching window (1 s), the handler (at most the function timeout when it
+    keeps to it) and its delete (a moto call, slow under load): 30 + 1 + 14 s of slack, so an
+    overrun of half the timeout is still covered (``max_batch_seconds`` and
+    ``batches_held_past_visibility`` in the report show how close a run came). Not more: a
+    retried message waits this long before its next delivery, and a message Sinch always
+    fails MaxReceiveCount times that."""
+    stream_wait_seconds: float = 120.0
+    """After the queue drained: how long the stream publisher may take to catch up."""
     time_limit_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.visibility_timeout_seconds < self.function_timeout_seconds + 2:
+            raise ValueError(
+                "visibility_timeout_seconds must outlast function_timeout_seconds plus the"
+                " batching window: a batch would be handed out twice while it is at work"
+            )
+
+    def with_publisher_faults(self, rate: float) -> ChaosConfig:
+        """This configuration with the stream publisher's ``PutEvents`` faults at ``rate``
+        (entries failed at ``rate``, whole calls throttled at ``rate / 2``)."""
+        from dataclasses import replace
+
+        if not 0.0 <= rate < 1.0:
+            raise ValueError("the publisher fault rate is a fraction in [0, 1)")
+        return replace(self, put_events_entry_failure=rate, put_events_throttle=rate / 2)
+
+    @property
+    def publisher_faults(self) -> bool:
+        return self.put_events_entry_failure > 0 or self.put_events_throttle > 0
 
 
 # --- the Sinch stand-in ---------------------------------------------------------------------
@@ -270,6 +330,16 @@ class ChaosSinch(SinchStandIn[ChaosAnswers]):
 # --- failing AWS clients ---------------------------------------------------------------------
 
 
+def _client_error(code: str, operation: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    error: Any = {
+        "Error": {"Code": code, "Message": "injected by the chaos run"},
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+    return ClientError(error, operation)
+
+
 class _FaultyClient:
     """A boto3 client whose chosen operations fail at a seeded rate; the rest pass through."""
 
@@ -280,72 +350,113 @@ class _FaultyClient:
         self._lock = threading.Lock()
         self._asked: Counter[tuple[str, str]] = Counter()
         self.injected: Counter[str] = Counter()
-        self.failed_marks: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def _fails(self, what: str, call_id: str) -> bool:
+    def _fails(self, what: str, key: str, rate: float | None = None) -> bool:
         with self._lock:
-            self._asked[(what, call_id)] += 1
-            asked = self._asked[(what, call_id)]
-        return _rng(self._seed, call_id, what, asked).random() < self._rate
+            self._asked[(what, key)] += 1
+            asked = self._asked[(what, key)]
+        threshold = self._rate if rate is None else rate
+        return _rng(self._seed, key, what, asked).random() < threshold
+
+    def _outage(self, what: str, key: str, rate: float) -> bool:
+        """Whether the ``what`` of ``key`` fails this time, as a fault that lasts: a fraction
+        ``rate`` of the keys fails its first 1 to 4 asks (seeded; 2 in 5 of them 3 times or
+        more, outlasting the publisher's own resends), the others never."""
+        rng = _rng(self._seed, key, what, "outage")
+        lasts = rng.choice((1, 1, 2, 3, 4)) if rng.random() < rate else 0
+        with self._lock:
+            self._asked[(what, key)] += 1
+            return self._asked[(what, key)] <= lasts
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self.injected[name] += n
+
+
+def write_kind(update_expression: str) -> str:
+    """Which of the queue function's writes an ``UpdateItem`` is: ``save`` (a version),
+    ``fail`` (a failure state), ``trace`` (a retry trace) or ``other``."""
+    if "#lastError = :trace" in update_expression:
+        return "trace"
+    if "#record = :record" in update_expression:
+        return "save"
+    if "#failure = :failure" in update_expression:
+        return "fail"
+    return "other"
 
 
 class FaultyDynamoDB(_FaultyClient):
-    """Throttles ``UpdateItem`` (record writes and publish markers) at the rate."""
+    """Throttles ``UpdateItem`` (versions, failure states, retry traces) at the rate."""
 
     def update_item(self, **kwargs: Any) -> Any:
-        from botocore.exceptions import ClientError
-
         call_id = str(kwargs.get("Key", {}).get("callId", {}).get("S", ""))
-        marker = kwargs.get("UpdateExpression") == "SET #publishedVersion = :version"
-        what = "mark" if marker else "save"
+        what = write_kind(str(kwargs.get("UpdateExpression", "")))
         if self._fails(what, call_id):
-            with self._lock:
-                self.injected[f"dynamodb-throttled-{what}"] += 1
-                if marker:
-                    self.failed_marks.add(call_id)
-            error: Any = {
-                "Error": {
-                    "Code": "ProvisionedThroughputExceededException",
-                    "Message": "injected by the chaos run",
-                },
-                "ResponseMetadata": {"HTTPStatusCode": 400},
-            }
-            raise ClientError(error, "UpdateItem")
+            self._count(f"dynamodb-throttled-{what}")
+            raise _client_error("ProvisionedThroughputExceededException", "UpdateItem")
         return self._client.update_item(**kwargs)
 
 
+def _entry_event_id(entry: dict[str, Any]) -> str:
+    try:
+        detail = json.loads(entry.get("Detail") or "{}")
+    except ValueError:
+        return "?"
+    return str(detail.get("eventId") or detail.get("callId") or "?")
+
+
 class FaultyEventBridge(_FaultyClient):
-    """Fails ``PutEvents`` entries (``InternalFailure``) at the rate; sends the others."""
+    """The stream publisher's EventBridge client: throttles whole ``PutEvents`` calls (keyed
+    by their first entry) at ``throttle_rate`` and fails entries (``InternalFailure``) at
+    ``rate``, each fault lasting 1 to 4 sends (:meth:`_outage`: one that outlasts the
+    publisher's resends fails its stream record, which the mapping retries); sends the others.
+
+    :attr:`sent` counts, per ``eventId``, the entries EventBridge accepted: the events the
+    publisher really put on the bus (a re-sent one counts twice)."""
+
+    def __init__(self, client: Any, seed: int, rate: float, throttle_rate: float = 0.0) -> None:
+        super().__init__(client, seed, rate)
+        self._throttle_rate = throttle_rate
+        self.sent: Counter[str] = Counter()
+
+    @property
+    def faults(self) -> int:
+        """Faults injected so far (throttled calls and failed entries)."""
+        with self._lock:
+            return sum(self.injected.values())
 
     def put_events(self, **kwargs: Any) -> Any:
         entries = kwargs["Entries"]
-        failing: list[bool] = []
-        for entry in entries:
-            try:
-                detail = json.loads(entry.get("Detail") or "{}")
-                key = str(detail.get("eventId") or detail.get("callId"))
-            except ValueError:
-                key = "?"
-            failing.append(self._fails("put-events", key))
+        keys = [_entry_event_id(entry) for entry in entries]
+        if keys and self._outage("put-events-call", keys[0], self._throttle_rate):
+            self._count("put-events-throttled")
+            raise _client_error("ThrottlingException", "PutEvents")
+        failing = [self._outage("put-events-entry", key, self._rate) for key in keys]
         keep = [entry for entry, fails in zip(entries, failing, strict=True) if not fails]
         response = self._client.put_events(**{**kwargs, "Entries": keep}) if keep else {}
         results = iter(response.get("Entries", []))
         merged: list[dict[str, Any]] = []
-        for fails in failing:
+        accepted: list[str] = []
+        for key, fails in zip(keys, failing, strict=True):
             if fails:
                 merged.append({"ErrorCode": "InternalFailure", "ErrorMessage": "injected"})
-            else:
-                merged.append(next(results, {"ErrorCode": "InternalFailure"}))
-        failed = sum(1 for result in merged if result.get("ErrorCode"))
+                continue
+            result = next(results, {"ErrorCode": "InternalFailure"})
+            merged.append(result)
+            if result.get("EventId") and not result.get("ErrorCode"):
+                accepted.append(key)
+        self._count("put-events-entry-failed", sum(failing))
         with self._lock:
-            self.injected["put-events-entry-failed"] += sum(failing)
+            self.sent.update(accepted)
+        failed = sum(1 for result in merged if result.get("ErrorCode"))
         return {"FailedEntryCount": failed, "Entries": merged}
 
 
-# --- the run -------------------------------------------------------------------------------
+# --- the report ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -359,19 +470,46 @@ class ChaosReport:
     dlq: int = 0
     lost: int = 0
     multiple: int = 0
+    unexpected_outcomes: int = 0
+    """IDs that ended in a terminal state other than the one their kind predicts."""
     regressions: int = 0
+    versions: int = 0
+    """Versions the table says were stored: each needs one ``Call Enriched`` event."""
+    failure_states: int = 0
+    """Failure states the table holds: each needs one ``Call Enrichment Failed`` event."""
+    events: int = 0
+    """Events delivered to the subscriber (duplicates included)."""
+    events_by_type: Counter[str] = field(default_factory=Counter)
+    events_sent: int = 0
+    """Entries EventBridge accepted from the stream publisher (re-sends included)."""
+    events_missing: int = 0
+    """Events of stored states never delivered."""
+    events_unexpected: int = 0
+    """Events of states the table does not hold (or with another detail than it holds)."""
+    events_out_of_order: int = 0
+    """Calls whose versions' events first arrived out of version order (not a promise of
+    the subscriber queue; reported only)."""
     duplicates: int = 0
+    """Extra deliveries of an ``eventId`` with an identical detail: the publisher's
+    at-least-once retry after a publisher fault (allowed, counted)."""
     unexplained_duplicates: int = 0
+    """Extra deliveries with a different detail, without any publisher fault, or more often
+    than the publisher sent them."""
+    publisher_faults: bool = False
+    """Whether publisher faults were configured (without them, no duplicate is allowed)."""
+    publisher_failure_queue: int = 0
+    """Stream batches the publisher's mapping gave up on (their events are lost)."""
     drained: bool = False
+    stream_idle: bool = False
     elapsed_seconds: float = 0.0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     dlq_by_reason: Counter[str] = field(default_factory=Counter)
-    """The reason of each DLQ'd ID's last retry (SQS keeps the body only, not the reason)."""
+    """The reason of each DLQ'd ID's last retry, from its item's retry trace (``lastError``;
+    ``none`` when no trace was stored)."""
     receives: Counter[int] = field(default_factory=Counter)
     sinch_requests: Counter[int] = field(default_factory=Counter)
     latency_seconds: list[float] = field(default_factory=list)
     injected: Counter[str] = field(default_factory=Counter)
-    events: int = 0
     batches: int = 0
     batches_failed: int = 0
     """Invocations that failed as a whole: past the function timeout (the work is redone),
@@ -382,20 +520,32 @@ class ChaosReport:
     batches_held_past_visibility: int = 0
     """Batches held as long as the visibility timeout: their messages may have been handed
     out again while still at work (the window for duplicate deliveries)."""
+    stream_invocations: int = 0
+    stream_retries: int = 0
+    """Stream publisher invocations that retried records after a failure."""
+    stream_failed_invocations: int = 0
+    max_stream_seconds: float = 0.0
     lost_ids: list[str] = field(default_factory=list)
     dlq_ids: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
-        """True when every ID has exactly one terminal state and nothing broke a promise."""
+        """True when every ID has exactly one terminal state, every stored state exactly one
+        event, and nothing broke a promise."""
         return (
             self.drained
+            and self.stream_idle
             and self.final + self.failed + self.dlq == self.ids
             and self.lost == 0
             and self.multiple == 0
+            and self.unexpected_outcomes == 0
             and self.regressions == 0
+            and self.events_missing == 0
+            and self.events_unexpected == 0
             and self.unexplained_duplicates == 0
+            and (self.publisher_faults or self.duplicates == 0)
+            and self.publisher_failure_queue == 0
         )
 
     def lines(self) -> list[str]:
@@ -407,6 +557,9 @@ class ChaosReport:
         def dist(counter: Counter[int]) -> str:
             return " ".join(f"{k}={counter[k]}" for k in sorted(counter)) or "none"
 
+        def yes(flag: bool) -> str:
+            return "yes" if flag else "no"
+
         out = [
             f"ids: {self.ids}",
             f"final: {self.final}",
@@ -414,11 +567,32 @@ class ChaosReport:
             f"dlq: {self.dlq}",
             f"lost: {self.lost}",
             f"multiple: {self.multiple}",
+            f"unexpected_outcomes: {self.unexpected_outcomes}",
             f"regressions: {self.regressions}",
+            f"versions: {self.versions}",
+            f"failure_states: {self.failure_states}",
+            f"events: {self.events}",
+        ]
+        out += [
+            f"events.{name}: {self.events_by_type.get(detail_type, 0)}"
+            for detail_type, name in DETAIL_TYPES.items()
+        ]
+        out += [
+            f"events.{name}: {n}"
+            for name, n in sorted(self.events_by_type.items())
+            if name not in DETAIL_TYPES
+        ]
+        out += [
+            f"events_sent: {self.events_sent}",
+            f"events_missing: {self.events_missing}",
+            f"events_unexpected: {self.events_unexpected}",
+            f"events_out_of_order: {self.events_out_of_order}",
             f"duplicates: {self.duplicates}",
             f"unexplained_duplicates: {self.unexplained_duplicates}",
-            f"drained: {'yes' if self.drained else 'no'}",
-            f"events: {self.events}",
+            f"publisher_faults: {yes(self.publisher_faults)}",
+            f"publisher_failure_queue: {self.publisher_failure_queue}",
+            f"drained: {yes(self.drained)}",
+            f"stream_idle: {yes(self.stream_idle)}",
         ]
         out += [f"failed.{reason}: {n}" for reason, n in sorted(self.failed_by_reason.items())]
         out += [f"dlq.{reason}: {n}" for reason, n in sorted(self.dlq_by_reason.items())]
@@ -432,12 +606,21 @@ class ChaosReport:
             f"max_handler_seconds: {self.max_handler_seconds:.1f}",
             f"max_batch_seconds: {self.max_batch_seconds:.1f}",
             f"batches_held_past_visibility: {self.batches_held_past_visibility}",
+            f"stream_invocations: {self.stream_invocations}",
+            f"stream_retries: {self.stream_retries}",
+            f"stream_failed_invocations: {self.stream_failed_invocations}",
+            f"max_stream_seconds: {self.max_stream_seconds:.1f}",
             f"elapsed_seconds: {self.elapsed_seconds:.1f}",
             f"seed: {self.seed}",
             f"balanced: {'yes' if self.balanced else 'NO'}",
         ]
         out += [f"problem: {problem}" for problem in self.problems[:20]]
+        if len(self.problems) > 20:
+            out.append(f"problems_not_shown: {len(self.problems) - 20}")
         return out
+
+
+# --- the run -------------------------------------------------------------------------------
 
 
 def run_chaos(
@@ -455,18 +638,20 @@ def run_chaos(
     ``progress`` gets a line every few seconds; ``on_started(sinch, ids)`` is called once the
     stand-in is up (tests use it to learn the phone numbers it serves).
     """
-    from call_enricher import aws, runtime
+    from call_enricher import aws, outbox, runtime
     from call_enricher.observability import logger
     from call_enricher.publishing import EventPublisher
     from call_enricher.settings import get_settings
     from call_enricher.storage import CallStore
-    from call_enricher_tools.local.poller import Invocation, SqsPoller, load_function
+    from call_enricher_tools.local.poller import Invocation, SqsPoller
     from call_enricher_tools.local.stack import LocalStack
+    from call_enricher_tools.local.streams import StreamInvocation, StreamPoller
 
     config = config or ChaosConfig()
     ids = call_ids(n, seed)
-    report = ChaosReport(ids=n, seed=seed)
+    report = ChaosReport(ids=n, seed=seed, publisher_faults=config.publisher_faults)
     started = time.monotonic()
+    deadline = started + config.time_limit_seconds
     receives: dict[str, int] = defaultdict(int)
     lock = threading.Lock()
 
@@ -498,19 +683,28 @@ def run_chaos(
         if quiet:
             exits.enter_context(_silenced(logger))
 
+        # The queue function's service, its table writes throttled ...
         dynamodb = FaultyDynamoDB(aws.client("dynamodb"), seed, config.ddb_throttle)
-        events = FaultyEventBridge(aws.client("events"), seed, config.put_events_failure)
         settings = get_settings()
         service = runtime.build_service(settings)
         service.store = CallStore(
             settings.calls_table_name, ttl_days=settings.record_ttl_days, client=dynamodb
         )
-        service.publisher = EventPublisher(
-            settings.event_bus_name, settings.event_source, client=events
-        )
-        last_retry_reason = _record_retry_reasons(service, lock)
         runtime.set_service(service)
         exits.callback(runtime.set_service, None)
+        # ... and the stream publisher, its PutEvents failing (the only PutEvents caller)
+        events = FaultyEventBridge(
+            aws.client("events"),
+            seed,
+            config.put_events_entry_failure,
+            config.put_events_throttle,
+        )
+        publisher = outbox.build_outbox(settings)
+        publisher.publisher = EventPublisher(
+            settings.event_bus_name, settings.event_source, client=events
+        )
+        outbox.set_outbox(publisher)
+        exits.callback(outbox.set_outbox, None)
 
         def on_invocation(invocation: Invocation) -> None:
             with lock:
@@ -526,17 +720,35 @@ def run_chaos(
                 if invocation.held_seconds >= config.visibility_timeout_seconds:
                     report.batches_held_past_visibility += 1
 
+        def on_stream_invocation(invocation: StreamInvocation) -> None:
+            with lock:
+                report.stream_invocations += 1
+                report.stream_retries += invocation.attempt > 0
+                report.stream_failed_invocations += invocation.error is not None
+                report.max_stream_seconds = max(
+                    report.max_stream_seconds, invocation.elapsed_seconds
+                )
+
+        stream_trigger = stack.require_stream_trigger()
+        stream = StreamPoller.from_stack(
+            stack,
+            _handler_factory(stack, stream_trigger.function, f"chaos_{seed}_stream"),
+            on_invocation=on_stream_invocation,
+        )
+        stream.start()
+        exits.callback(stream.stop)
         trigger = stack.trigger
         poller = SqsPoller(
             sqs_client=stack.client("sqs"),  # the poller serialises its receives/deletes
             queue_url=stack.queue_url,
             queue_arn=stack.queue_arn,
-            handler_factory=lambda i: load_function(QUEUE_APP, instance=f"chaos_{seed}_{i}"),
-            function_name="chaos-queue-enricher",
+            handler_factory=_handler_factory(stack, trigger.function, f"chaos_{seed}_queue"),
+            function_name=f"{stack.stack_name}-{trigger.function}",
             function_timeout_seconds=config.function_timeout_seconds,
             batch_size=trigger.batch_size,
             batching_window_seconds=trigger.batching_window_seconds,
             concurrency=trigger.max_concurrency,
+            report_batch_item_failures=trigger.report_batch_item_failures,
             on_invocation=on_invocation,
         )
         message_ids: list[str] = [""] * n
@@ -554,13 +766,17 @@ def run_chaos(
             )
             sender.start()
             report.drained = _wait_until_drained(
-                stack, sender, envelopes, seen_at, started + config.time_limit_seconds,
-                progress, n,
-            )  # fmt: skip
+                stack, sender, envelopes, seen_at, deadline, progress, n
+            )
+        # Nothing writes to the table any more: the publisher catches up with the stream.
+        wait = max(config.stream_wait_seconds, deadline - time.monotonic())
+        report.stream_idle = stream.wait_idle(wait)
+        _collect_events(stack, envelopes, seen_at)
+        stream.stop()
         if len(submitted) < n:
             report.problems.append(f"only {len(submitted)} of {n} IDs could be submitted")
-        envelopes.extend(stack.receive_events())
         dlq_bodies = _drain_queue(stack.client("sqs"), stack.dead_letter_queue_url)
+        report.publisher_failure_queue = stack.queue_depth(stack.publisher_failure_queue_url)
         items = _scan(stack.client("dynamodb"), settings.calls_table_name)
 
         report.injected.update(sinch.injected)
@@ -568,32 +784,30 @@ def run_chaos(
         report.injected.update(events.injected)
         report.sinch_requests.update(Counter(sinch.requests_per_id[i] for i in ids))
         report.receives.update(Counter(receives.get(mid, 0) for mid in message_ids if mid))
-        _account(report, ids, envelopes, seen_at, submitted, dlq_bodies, items, dynamodb)
-        for body in dlq_bodies:
-            call_id = _dlq_call_id(body)
-            report.dlq_by_reason[last_retry_reason.get(call_id or "", "unknown")] += 1
+        observed = Observed(
+            ids=ids,
+            kinds={call_id: sinch.kind(call_id) for call_id in ids},
+            envelopes=envelopes,
+            items=items,
+            dlq_bodies=dlq_bodies,
+            sent=Counter(events.sent),
+            publisher_faults_injected=events.faults,
+            seen_at=seen_at,
+            submitted=submitted,
+        )
+        _account(report, observed)
     report.elapsed_seconds = time.monotonic() - started
     return report
 
 
-def _record_retry_reasons(service: Any, lock: threading.Lock) -> dict[str, str]:
-    """Wrap ``service.process`` to remember, per call ID, why it was last retried."""
-    from call_enricher.pipeline import Disposition
+def _handler_factory(stack: LocalStack, function: str, prefix: str) -> Callable[[int], Handler]:
+    """The template's handler of ``function``, loaded afresh per poller (its "container")."""
+    from call_enricher_tools.local.poller import load_function
 
-    reasons: dict[str, str] = {}
-    process = service.process
-
-    def recording(items: Any, *, remaining_ms: Callable[[], int]) -> Any:
-        batch = process(items, remaining_ms=remaining_ms)
-        with lock:
-            for result in batch.results.values():
-                if result.call_id and result.disposition is Disposition.RETRY:
-                    reason = result.error.reason if result.error else result.outcome.value
-                    reasons[result.call_id] = reason
-        return batch
-
-    service.process = recording
-    return reasons
+    properties = stack.template.function_properties(function)
+    app = REPO_ROOT / "functions" / Path(str(properties["CodeUri"])).name / "app.py"
+    handler = str(properties.get("Handler", "app.lambda_handler"))
+    return lambda i: load_function(app, handler, instance=f"{prefix}_{i}")
 
 
 class _Discard(io.TextIOBase):
@@ -605,7 +819,8 @@ class _Discard(io.TextIOBase):
 
 @contextlib.contextmanager
 def _silenced(logger: Any) -> Iterator[None]:
-    """Discard the handlers' JSON log lines, EMF output and the library's stdlib warnings."""
+    """Discard the handlers' JSON log lines, EMF output, the library's stdlib log records
+    and Python warnings."""
     handler = logger.registered_handler
     stream = handler.stream
     library = logging.getLogger("call_enricher")
@@ -613,7 +828,8 @@ def _silenced(logger: Any) -> Iterator[None]:
     handler.stream = _Discard()
     library.setLevel(logging.CRITICAL)
     try:
-        with contextlib.redirect_stdout(_Discard()):
+        with contextlib.redirect_stdout(_Discard()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Powertools' "No application metrics to publish"
             yield
     finally:
         handler.stream = stream
@@ -669,9 +885,7 @@ def _wait_until_drained(
     empty_in_a_row = 0
     last_progress = time.monotonic()
     while time.monotonic() < deadline:
-        for envelope in stack.receive_events():
-            envelopes.append(envelope)
-            seen_at.setdefault(_terminal_key(envelope), time.monotonic())
+        _collect_events(stack, envelopes, seen_at)
         depth = stack.queue_depth(stack.queue_url)
         empty_in_a_row = empty_in_a_row + 1 if depth == 0 and not sender.is_alive() else 0
         if empty_in_a_row >= 2:
@@ -684,9 +898,13 @@ def _wait_until_drained(
     return False
 
 
-def _terminal_key(envelope: dict[str, Any]) -> str:
-    detail = envelope.get("detail", {})
-    return f"{envelope.get('detail-type')}|{detail.get('callId')}|{detail.get('status')}"
+def _collect_events(stack: Any, envelopes: list[dict[str, Any]], seen_at: dict[str, float]) -> None:
+    """Drain the subscriber queue into ``envelopes``; ``seen_at``: when each ``eventId``
+    first arrived."""
+    for envelope in stack.receive_events():
+        envelopes.append(envelope)
+        event_id = str((envelope.get("detail") or {}).get("eventId"))
+        seen_at.setdefault(event_id, time.monotonic())
 
 
 def _drain_queue(sqs: Any, queue_url: str) -> list[str]:
@@ -701,22 +919,17 @@ def _drain_queue(sqs: Any, queue_url: str) -> list[str]:
     return bodies
 
 
-def _scan(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
-    from boto3.dynamodb.types import TypeDeserializer
+def _scan(dynamodb: Any, table: str) -> dict[str, StoredCall]:
+    """Every item of the calls table, parsed (what the accounting holds the events against)."""
+    from call_enricher.items import parse_item
 
-    deserializer = TypeDeserializer()
-    items: dict[str, dict[str, Any]] = {}
-    arguments: dict[str, Any] = {
-        "TableName": table,
-        "ProjectionExpression": "callId, version, #s, publishedVersion",
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ConsistentRead": True,
-    }
+    items: dict[str, StoredCall] = {}
+    arguments: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
     while True:
         page = dynamodb.scan(**arguments)
         for raw in page.get("Items", []):
-            item = {key: deserializer.deserialize(value) for key, value in raw.items()}
-            items[str(item["callId"])] = item
+            item = parse_item(raw)
+            items[item.call_id] = item
         if "LastEvaluatedKey" not in page:
             return items
         arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -730,84 +943,190 @@ def _dlq_call_id(body: str) -> str | None:
     return str(data.get("callId")) if isinstance(data, dict) else None
 
 
-def _account(
-    report: ChaosReport,
-    ids: list[str],
-    envelopes: list[dict[str, Any]],
-    seen_at: dict[str, float],
-    submitted: dict[str, float],
-    dlq_bodies: list[str],
-    items: dict[str, dict[str, Any]],
-    dynamodb: FaultyDynamoDB,
-) -> None:
-    report.events = len(envelopes)
-    by_event_id = Counter(str(e["detail"].get("eventId")) for e in envelopes)
-    enriched: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    failed: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for envelope in envelopes:
-        detail = envelope["detail"]
-        target = enriched if envelope["detail-type"] == "Call Enriched" else failed
-        target[str(detail.get("callId"))].append(detail)
-    in_dlq = Counter(_dlq_call_id(body) for body in dlq_bodies)
-    wanted = set(ids)
-    strangers = {cid for cid in [*enriched, *failed] if cid not in wanted}
-    if strangers:
-        report.problems.append(f"events for {len(strangers)} IDs that were never sent")
+# --- the accounting --------------------------------------------------------------------------
 
-    for event_id, count in by_event_id.items():
-        if count < 2:
+
+@dataclass
+class Observed:
+    """What a run left behind, for :func:`_account`."""
+
+    ids: list[str]
+    kinds: dict[str, str]
+    """Each ID's kind (``final``, ``ongoing``, ``unknown``, ``dead``): its expected fate."""
+    envelopes: list[dict[str, Any]]
+    """Every event the subscriber received, in arrival order."""
+    items: dict[str, StoredCall]
+    """The calls table at the end, by key."""
+    dlq_bodies: list[str] = field(default_factory=list)
+    sent: Counter[str] = field(default_factory=Counter)
+    """Entries EventBridge accepted from the publisher, per ``eventId``."""
+    publisher_faults_injected: int = 0
+    seen_at: dict[str, float] = field(default_factory=dict)
+    submitted: dict[str, float] = field(default_factory=dict)
+
+
+def _canonical(detail: Any) -> str:
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"))
+
+
+def _expected_events(
+    items: dict[str, StoredCall], problems: list[str]
+) -> dict[str, dict[str, Any] | None]:
+    """The events the table's states call for: ``eventId`` -> its detail when the table
+    still holds what it was built from (the latest version, the stored failure), else None."""
+    from call_enricher import errors
+    from call_enricher.events import (
+        call_enriched_event,
+        call_enriched_event_id,
+        call_enrichment_failed_event,
+    )
+
+    expected: dict[str, dict[str, Any] | None] = {}
+    for key, item in items.items():
+        if item.version is not None:
+            for version in range(1, item.version + 1):
+                expected[call_enriched_event_id(item.call_id, version)] = None
+            try:
+                latest = call_enriched_event(item).detail
+            except (ValueError, errors.CallEnricherError) as exc:
+                problems.append(f"stored version of {key} cannot be announced: {exc}")
+            else:
+                expected[latest["eventId"]] = latest
+        if item.failure is not None:
+            failure = call_enrichment_failed_event(key, item.failure).detail
+            expected[failure["eventId"]] = failure
+    return expected
+
+
+def _account(report: ChaosReport, observed: Observed) -> None:
+    """Fill ``report`` from what the run left behind (see the module docstring)."""
+    from call_enricher.events import call_enrichment_failed_event
+
+    problems = report.problems
+    report.events = len(observed.envelopes)
+    report.events_sent = sum(observed.sent.values())
+    delivered: dict[str, list[dict[str, Any]]] = defaultdict(list)  # eventId -> details
+    enriched: dict[str, list[dict[str, Any]]] = defaultdict(list)  # callId -> first copies
+    for envelope in observed.envelopes:
+        detail_type = str(envelope.get("detail-type"))
+        detail = envelope.get("detail") or {}
+        event_id = str(detail.get("eventId"))
+        report.events_by_type[detail_type] += 1
+        if detail_type == "Call Enriched" and event_id not in delivered:
+            enriched[str(detail.get("callId"))].append(detail)
+        delivered[event_id].append(detail)
+
+    # Duplicates: only the publisher's retry after a publisher fault, with the same detail
+    for event_id, details in delivered.items():
+        extra = len(details) - 1
+        if extra <= 0:
             continue
-        report.duplicates += count - 1
-        call_id = event_id.split(":", 1)[0]
-        if call_id not in dynamodb.failed_marks:
-            report.unexplained_duplicates += count - 1
-            report.problems.append(f"eventId {event_id} seen {count} times")
+        report.duplicates += extra
+        why = None
+        if any(_canonical(d) != _canonical(details[0]) for d in details[1:]):
+            why = "with different details"
+        elif observed.publisher_faults_injected == 0:
+            why = "without any publisher fault"
+        elif observed.sent[event_id] < len(details):
+            why = f"but sent {observed.sent[event_id]} times by the publisher"
+        if why is not None:
+            report.unexplained_duplicates += extra
+            problems.append(f"eventId {event_id} delivered {len(details)} times {why}")
 
-    for call_id in ids:
-        item = items.get(call_id)
-        versions = sorted(enriched.get(call_id, []), key=lambda d: int(d["version"]))
-        final_version = next((int(d["version"]) for d in versions if d["status"] == "FINAL"), None)
-        if final_version is not None and (
-            any(int(d["version"]) > final_version and d["status"] != "FINAL" for d in versions)
-            or (item is not None and item.get("status") != "FINAL")
+    # One event per stored state, none for a state the table never held
+    expected = _expected_events(observed.items, problems)
+    report.versions = sum(item.version or 0 for item in observed.items.values())
+    report.failure_states = sum(item.failure is not None for item in observed.items.values())
+    for event_id, detail in expected.items():
+        copies = delivered.get(event_id)
+        if not copies:
+            report.events_missing += 1
+            problems.append(f"never announced: {event_id}")
+        elif detail is not None and _canonical(copies[0]) != _canonical(detail):
+            report.events_unexpected += 1
+            problems.append(f"{event_id} announced with another detail than the table holds")
+    for event_id in delivered:
+        if event_id not in expected:
+            report.events_unexpected += 1
+            problems.append(f"announced, but no such state is stored: {event_id}")
+
+    # Regressions: a FINAL version followed by a non-FINAL one, or a FINAL call stored non-FINAL
+    for call_id, details in enriched.items():
+        ordered = sorted(details, key=lambda d: int(d.get("version") or 0))
+        versions = [int(d.get("version") or 0) for d in details]
+        if versions != sorted(versions):
+            report.events_out_of_order += 1
+        first_final = next((i for i, d in enumerate(ordered) if d.get("status") == "FINAL"), None)
+        if first_final is None:
+            continue
+        item = observed.items.get(call_id)
+        if any(d.get("status") != "FINAL" for d in ordered[first_final:]) or (
+            item is not None and not item.is_final
         ):
             report.regressions += 1
-            report.problems.append(f"FINAL regression for {call_id}")
-        states = []
-        if (
-            item is not None
-            and item.get("status") == "FINAL"
-            and any(
-                int(d["version"]) == int(item["version"]) and d["status"] == "FINAL"
-                for d in versions
-            )
-        ):
-            states.append("final")
-        if failed.get(call_id):
-            states.append("failed")
-            for reason in {d["reason"] for d in failed[call_id]}:
-                report.failed_by_reason[reason] += 1
+            problems.append(f"FINAL regression for {call_id}")
+
+    # Exactly one terminal state per ID, the one its kind predicts
+    in_dlq = Counter(_dlq_call_id(body) for body in observed.dlq_bodies)
+    wanted = set(observed.ids)
+    strangers = sorted(key for key in observed.items if key not in wanted)
+    if strangers:
+        problems.append(f"items for {len(strangers)} keys never sent, e.g. {strangers[0]}")
+    for call_id in observed.ids:
+        item = observed.items.get(call_id)
+        states: list[str] = []
+        terminal_event: str | None = None
+        if item is not None and item.state == "enriched" and item.is_final and item.version:
+            terminal_event = f"{call_id}:v{item.version}"
+            if terminal_event in delivered:
+                states.append("final")
+        if item is not None and item.state == "failed" and item.failure is not None:
+            terminal_event = call_enrichment_failed_event(call_id, item.failure).detail["eventId"]
+            if terminal_event in delivered:
+                states.append("failed")
+                report.failed_by_reason[item.failure.reason] += 1
         if in_dlq.get(call_id):
             states.append("dlq")
-        if len(states) == 1:
-            setattr(report, states[0], getattr(report, states[0]) + 1)
-            if states[0] == "dlq":
-                report.dlq_ids.append(call_id)
-            for key in (f"Call Enriched|{call_id}|FINAL", f"Call Enrichment Failed|{call_id}|None"):
-                if key in seen_at:
-                    sent = submitted.get(call_id, seen_at[key])
-                    report.latency_seconds.append(max(0.0, seen_at[key] - sent))
-                    break
-        elif not states:
+            trace = item.last_error if item is not None else None
+            report.dlq_by_reason[trace.reason if trace is not None else "none"] += 1
+        if not states:
             report.lost += 1
             report.lost_ids.append(call_id)
-            report.problems.append(f"lost: {call_id}")
-        else:
+            held = f"stored {item.state} {item.status or ''}".strip() if item else "nothing stored"
+            problems.append(f"lost: {call_id} ({held})")
+            continue
+        if len(states) > 1:
             report.multiple += 1
-            report.problems.append(f"{call_id} in several terminal states: {states}")
+            problems.append(f"{call_id} in several terminal states: {states}")
+            continue
+        state = states[0]
+        setattr(report, state, getattr(report, state) + 1)
+        if state == "dlq":
+            report.dlq_ids.append(call_id)
+        kind = observed.kinds.get(call_id, "final")
+        reason = item.failure.reason if state == "failed" and item and item.failure else None
+        if state != EXPECTED_STATE[kind] or (
+            reason is not None and reason != EXPECTED_FAILURE_REASON
+        ):
+            report.unexpected_outcomes += 1
+            ended = f"{state} ({reason})" if reason else state
+            problems.append(f"{call_id} ({kind}) ended {ended}, not {EXPECTED_STATE[kind]}")
+        if terminal_event is not None and terminal_event in observed.seen_at:
+            sent = observed.submitted.get(call_id, observed.seen_at[terminal_event])
+            report.latency_seconds.append(max(0.0, observed.seen_at[terminal_event] - sent))
 
 
 # --- command line ----------------------------------------------------------------------------
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError("a fraction in [0, 1), e.g. 0.05")
+    return value
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -816,12 +1135,24 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-limit", type=float, default=1800.0, help="give up after this many seconds"
     )
+    parser.add_argument(
+        "--publisher-faults",
+        type=_rate,
+        default=ChaosConfig().put_events_entry_failure,
+        metavar="RATE",
+        help="fraction of the stream publisher's PutEvents entries failed (InternalFailure;"
+        " whole calls throttled at RATE/2); 0: none, and then no duplicate event is allowed"
+        " (0.05)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the handlers' log lines")
 
 
 def cmd_chaos(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run the chaos run and print its report; 0 when the accounting balances, else 1."""
     config = ChaosConfig(time_limit_seconds=args.time_limit)
+    rate = getattr(args, "publisher_faults", None)
+    if rate is not None:
+        config = config.with_publisher_faults(rate)
     report = run_chaos(args.ids, args.seed, config=config, progress=err, quiet=not args.verbose)
     for line in report.lines():
         print(line, file=out)
