@@ -28,7 +28,7 @@ def run(quick: bool = False) -> list[Figure]:
     runs = 3 if quick else RUNS
     boto3_s = median_import("import boto3", runs)
     library_s = median_import(
-        "import call_enricher.pipeline, call_enricher.enrichment, call_enricher.sinch.client",
+        "import call_enricher.service, call_enricher.enrichment, call_enricher.sinch.client",
         runs,
     )
     return [
@@ -37,7 +37,7 @@ def run(quick: bool = False) -> list[Figure]:
             "import library core (fresh process)",
             library_s * 1000,
             "ms",
-            note="pipeline + model + enrichment + Sinch client",
+            note="service + model + enrichment + Sinch client",
         ),
         figure("library import / boto3 import", library_s / boto3_s, "ratio"),
     ]
