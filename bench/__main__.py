@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from bench.report import Figure, render, section, write_json
+from bench.report import Figure, figure, render, section, write_json
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
@@ -28,6 +30,19 @@ MODULES = {
     "size": "8. layer size",
     "imports": "library import time",
 }
+
+
+def _run_module(name: str, *, quick: bool) -> list[Figure]:
+    """The module's figures; a module that fails is one unmeasured figure saying why (the
+    other modules' figures are still printed and written)."""
+    try:
+        module = importlib.import_module(f"bench.{name}")
+        result: list[Figure] = module.run(quick=quick)
+    except Exception as exc:
+        traceback.print_exc()
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return [figure(f"{name}: not measured", math.nan, "", note=reason)]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        module = importlib.import_module(f"bench.{name}")
         figures.append(section(MODULES[name]))
-        figures.extend(module.run(quick=args.quick))
+        figures.extend(_run_module(name, quick=args.quick))
         print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     print(render(figures))
     write_json(figures, args.output, quick=args.quick, seconds=time.perf_counter() - started)
@@ -64,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f", load average {load[0]:.1f} at the end (noisy when above {cpus})" if load else "")
     print(f"written to {shown}")
     missed = [f.name for f in figures if f.met is False]
+    broken = [f.name for f in figures if f.name.endswith(": not measured")]
+    if broken:
+        print(f"modules that failed ({len(broken)}): {'; '.join(broken)}")
     if missed:
         print(f"goals missed ({len(missed)}): {'; '.join(missed)}")
-    return 0
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":

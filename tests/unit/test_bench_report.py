@@ -130,6 +130,36 @@ def test_main_refuses_unknown_modules(capsys: pytest.CaptureFixture[str]) -> Non
     assert "nope" in capsys.readouterr().err
 
 
+def test_a_failing_module_is_reported_and_the_others_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two modules, one of which raises
+    import sys
+    import types
+
+    def broken(quick: bool = False) -> list[Any]:
+        raise RuntimeError("no stand-in\nsecond line")
+
+    def working(quick: bool = False) -> list[Any]:
+        return [figure("fine", 1.0, "ms", "<= 2")]
+
+    for name, run in (("broken", broken), ("working", working)):
+        module = types.ModuleType(f"bench.{name}")
+        module.run = run  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, f"bench.{name}", module)
+    monkeypatch.setattr(bench_main, "MODULES", {"broken": "B", "working": "W"})
+    target = tmp_path / "latest.json"
+    # When both run
+    code = bench_main.main(["--output", str(target)])
+    # Then the failure is one unmeasured figure, the other module's figures are kept, exit 1
+    figures = json.loads(target.read_text())["figures"]
+    assert code == 1
+    assert [f["name"] for f in figures] == ["broken: not measured", "fine"]
+    assert figures[0]["value"] is None
+    assert figures[0]["note"] == "RuntimeError: no stand-in"
+    assert "modules that failed (1): broken: not measured" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_cpu_module_runs_quick_and_writes_its_figures(tmp_path: Path) -> None:
     # Given --quick --only cpu / When run / Then the table's figures are in the JSON
