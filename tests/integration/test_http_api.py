@@ -12,9 +12,10 @@ from unittest import mock
 import pytest
 
 from call_enricher import runtime
+from tests.support.fake_sinch import Reply
 from tests.support.handlers import load_handler
 from tests.support.lambda_context import FakeLambdaContext
-from tests.support.queue_harness import FINAL_ID, ONGOING_ID, Harness, queue_harness
+from tests.support.queue_harness import FINAL_ID, ONGOING_ID, SAMPLES, Harness, queue_harness
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = {
@@ -103,6 +104,32 @@ def test_sample_post_calls_accepts_valid_collapses_duplicates_rejects_invalid(ha
     assert sorted(m["callId"] for m in messages) == sorted([FINAL_ID, ONGOING_ID])
     assert all(m["entryPath"] == "api" and m["region"] == "euc1" for m in messages)
     assert all(m["context"] == {"orderId": "A-1001"} for m in messages)
+
+
+def test_post_calls_with_every_id_rejected_is_422_naming_them(harness: Harness):
+    # Given a body whose every call ID is invalid
+    # When it is posted
+    error = assert_error(
+        post_calls({"callIds": ["not a call id!", "../etc"]}), 422, "validation-error"
+    )
+    # Then it is a 422 whose details are the rejected IDs, and nothing is enqueued
+    assert [(r["callId"], r["reason"]) for r in error["details"]] == [
+        ("not a call id!", "invalid-call-id"),
+        ("../etc", "invalid-call-id"),
+    ]
+    assert all(r["message"] for r in error["details"])
+    assert queued(harness) == []
+
+
+def test_post_calls_with_some_ids_accepted_is_202(harness: Harness):
+    # Given one valid and one invalid call ID / When posted
+    response = post_calls({"callIds": ["not a call id!", FINAL_ID]})
+    # Then 202: the valid one is accepted and enqueued, the other listed as rejected
+    assert response["statusCode"] == 202
+    body = body_of(response)
+    assert body["accepted"] == [{"callId": FINAL_ID}]
+    assert [r["callId"] for r in body["rejected"]] == ["not a call id!"]
+    assert [m["callId"] for m in queued(harness)] == [FINAL_ID]
 
 
 def test_post_calls_with_100_ids_enqueues_all(harness: Harness):
@@ -203,17 +230,20 @@ def test_post_calls_only_ids_the_queue_confirmed_are_accepted(harness: Harness):
 def test_enrich_then_get_with_etag(harness: Harness):
     # When the sample enrich event is handled
     response = invoke(EVENTS["api-post-enrich"])
-    # Then the enriched record is returned, stored and published
+    # Then it answers with the state it produced: enriched, version 1, the record
     assert response["statusCode"] == 200, response
     body = body_of(response)
-    assert body["callId"] == FINAL_ID
+    assert (body["callId"], body["state"], body["outcome"]) == (FINAL_ID, "enriched", "enriched")
     assert body["status"] == "FINAL"
     assert body["version"] == 1
+    assert body["failure"] is None
     assert body["record"]["callId"] == FINAL_ID
+    # And the stream announces the stored version
     assert [e["detail-type"] for e in harness.events()] == ["Call Enriched"]
-    # And GET returns the same record with an ETag; If-None-Match gives 304
+    # And GET returns the same state with an ETag; If-None-Match gives 304
     got = invoke(EVENTS["api-get-call"])
     assert got["statusCode"] == 200
+    assert (body_of(got)["state"], body_of(got)["failure"]) == ("enriched", None)
     assert body_of(got)["record"] == body["record"]
     etag = got["headers"]["ETag"]
     again = invoke(for_call("api-get-call", FINAL_ID, {"if-none-match": etag}))
@@ -222,13 +252,91 @@ def test_enrich_then_get_with_etag(harness: Harness):
     assert changed["statusCode"] == 200
 
 
-def test_get_unknown_call_is_404(harness: Harness):
-    assert_error(invoke(for_call("api-get-call", UNKNOWN_ID)), 404, "call-not-found")
+def test_enrich_again_answers_the_state_served(harness: Harness):
+    # Given a call enriched on demand
+    assert invoke(EVENTS["api-post-enrich"])["statusCode"] == 200
+    harness.events()
+    # When it is enriched again while its FINAL version is fresh
+    again = invoke(EVENTS["api-post-enrich"])
+    # Then it answers the stored state, served from the table: no write, no new event
+    assert again["statusCode"] == 200
+    body = body_of(again)
+    assert (body["state"], body["version"], body["outcome"]) == (
+        "enriched",
+        1,
+        "served-from-store",
+    )
+    assert body["record"]["callId"] == FINAL_ID
+    assert harness.sinch_requests(FINAL_ID) == 1
+    assert harness.events() == []
 
 
-def test_enrich_unknown_call_is_404(harness: Harness):
+def test_get_a_call_never_processed_is_404(harness: Harness):
+    # Given a call ID with no stored state / When it is read / Then 404 call-not-found
+    error = assert_error(invoke(for_call("api-get-call", UNKNOWN_ID)), 404, "call-not-found")
+    assert "never processed" in error["message"]
+
+
+def test_get_a_failed_call_is_200_with_its_failure_and_etag(harness: Harness):
+    # Given a call that failed as not found (through the queue)
+    assert harness.invoke(UNKNOWN_ID) == {"batchItemFailures": []}
+    # When it is read
+    got = invoke(for_call("api-get-call", UNKNOWN_ID))
+    # Then 200: state failed, no version or record, and why it failed
+    assert got["statusCode"] == 200, got
+    body = body_of(got)
+    assert (body["callId"], body["state"]) == (UNKNOWN_ID, "failed")
+    assert (body["version"], body["status"], body["record"]) == (None, None, None)
+    failure = body["failure"]
+    assert (failure["reason"], failure["errorClass"]) == ("call-not-found", "not-found")
+    assert (failure["sinchErrorCode"], failure["httpStatus"]) == (40400, 404)
+    assert failure["failedAt"]
+    assert {"fingerprint", "sourceId", "callId", "context"}.isdisjoint(failure)
+    # And it has an ETag: If-None-Match with it gives 304, another one 200
+    etag = got["headers"]["ETag"]
+    again = invoke(for_call("api-get-call", UNKNOWN_ID, {"if-none-match": etag}))
+    assert (again["statusCode"], again["headers"]["ETag"]) == (304, etag)
+    other = invoke(for_call("api-get-call", UNKNOWN_ID, {"if-none-match": '"0-x"'}))
+    assert other["statusCode"] == 200
+    # When the call is known to Sinch later and enriched
+    harness.sinch.add_call(UNKNOWN_ID, {**SAMPLES["answered-us-to-gb"], "callId": UNKNOWN_ID})
+    assert harness.invoke(UNKNOWN_ID) == {"batchItemFailures": []}
+    # Then the old ETag no longer matches: 200 with the enriched state, the failure gone
+    changed = invoke(for_call("api-get-call", UNKNOWN_ID, {"if-none-match": etag}))
+    assert changed["statusCode"] == 200
+    assert changed["headers"]["ETag"] != etag
+    body = body_of(changed)
+    assert (body["state"], body["version"], body["failure"]) == ("enriched", 1, None)
+
+
+def test_enrich_unknown_call_is_404_with_the_failed_state(harness: Harness):
+    # When a call Sinch does not know is enriched on demand
     error = assert_error(invoke(for_call("api-post-enrich", UNKNOWN_ID)), 404, "call-not-found")
+    # Then the 404 names the reason and carries the state it produced: failed
     assert error["details"]["reason"] == "call-not-found"
+    call = error["details"]["call"]
+    assert (call["callId"], call["state"], call["version"]) == (UNKNOWN_ID, "failed", None)
+    assert call["failure"]["reason"] == "call-not-found"
+    assert call["failure"]["entryPath"] == "api"
+    # And that state is stored: GET answers it with 200, and the stream announces it
+    got = invoke(for_call("api-get-call", UNKNOWN_ID))
+    assert (got["statusCode"], body_of(got)["state"]) == (200, "failed")
+    (event,) = harness.events()
+    assert (event["detail-type"], event["detail"]["reason"]) == (
+        "Call Enrichment Failed",
+        "call-not-found",
+    )
+
+
+def test_enrich_invalid_record_is_422_with_the_failed_state(harness: Harness):
+    # Given Sinch answers a record that fails validation
+    harness.sinch.on_call(FINAL_ID, Reply.json({"callId": FINAL_ID, "duration": -5}))
+    # When it is enriched on demand
+    error = assert_error(invoke(EVENTS["api-post-enrich"]), 422, "invalid-record")
+    # Then the answer carries the failed state it stored
+    assert error["details"]["reason"] == "invalid-record"
+    assert error["details"]["call"]["state"] == "failed"
+    assert error["details"]["call"]["failure"]["reason"] == "invalid-record"
 
 
 @pytest.mark.parametrize("bad", ["a.b", "x" * 129, "%2e%2e"])
@@ -239,8 +347,6 @@ def test_invalid_path_call_id_is_422(harness: Harness, bad: str):
 
 
 def test_enrich_when_sinch_fails_is_502(harness: Harness):
-    from tests.support.fake_sinch import Reply
-
     harness.sinch.on_call(FINAL_ID, *[Reply.error(503, 50300)] * 10)
     error = assert_error(invoke(EVENTS["api-post-enrich"]), 502, "upstream-error")
     assert error["details"]["reason"] == "sinch-unavailable"
