@@ -15,6 +15,8 @@ from call_enricher_tools.local_api import LocalApi, Route, routes_from_template
 from call_enricher_tools.openapi import DOCUMENT
 from tests.support.queue_harness import CREDENTIALS, FINAL_ID, Harness, queue_harness
 
+UNKNOWN_ID = "0000aaaa0000bbbb0000cccc0000dddd"
+
 
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalApi, Harness]]:
@@ -65,10 +67,14 @@ def test_build_event_is_payload_v2(api: tuple[LocalApi, Harness]):
 
 def test_enrich_and_get_over_http(api: tuple[LocalApi, Harness]):
     local, _ = api
+    # When a call is enriched over HTTP
     enriched = requests.post(f"{local.base_url}/calls/{FINAL_ID}/enrich", timeout=20)
+    # Then it answers the state it produced, and GET the same state with an ETag (then 304)
     assert enriched.status_code == 200, enriched.text
+    assert (enriched.json()["state"], enriched.json()["version"]) == ("enriched", 1)
     got = requests.get(f"{local.base_url}/calls/{FINAL_ID}", timeout=10)
     assert got.status_code == 200
+    assert got.json()["state"] == "enriched"
     assert got.json()["record"] == enriched.json()["record"]
     cached = requests.get(
         f"{local.base_url}/calls/{FINAL_ID}",
@@ -76,6 +82,38 @@ def test_enrich_and_get_over_http(api: tuple[LocalApi, Harness]):
         timeout=10,
     )
     assert cached.status_code == 304
+
+
+def test_a_failed_call_over_http(api: tuple[LocalApi, Harness]):
+    local, harness = api
+    # Given a call ID never processed, Then GET is 404
+    never = requests.get(f"{local.base_url}/calls/{UNKNOWN_ID}", timeout=10)
+    assert never.status_code == 404
+    assert never.json()["error"]["code"] == "call-not-found"
+    # When it is enriched and Sinch does not know it
+    enriched = requests.post(f"{local.base_url}/calls/{UNKNOWN_ID}/enrich", timeout=20)
+    # Then 404 call-not-found, carrying the failed state it stored
+    assert enriched.status_code == 404, enriched.text
+    error = enriched.json()["error"]
+    assert (error["code"], error["details"]["reason"]) == ("call-not-found", "call-not-found")
+    assert error["details"]["call"]["state"] == "failed"
+    # And GET now answers 200 with that state and an ETag; If-None-Match gives 304
+    got = requests.get(f"{local.base_url}/calls/{UNKNOWN_ID}", timeout=10)
+    assert got.status_code == 200
+    body = got.json()
+    assert (body["state"], body["version"], body["failure"]["reason"]) == (
+        "failed",
+        None,
+        "call-not-found",
+    )
+    cached = requests.get(
+        f"{local.base_url}/calls/{UNKNOWN_ID}",
+        headers={"If-None-Match": got.headers["ETag"]},
+        timeout=10,
+    )
+    assert cached.status_code == 304
+    # And the stream announced the failure once
+    assert [e["detail"]["reason"] for e in harness.events()] == ["call-not-found"]
 
 
 def test_the_api_serves_the_committed_openapi_document(api: tuple[LocalApi, Harness]):
@@ -94,6 +132,10 @@ def test_post_calls_and_errors_over_http(api: tuple[LocalApi, Harness]):
     ok = requests.post(f"{local.base_url}/calls", json={"callIds": [FINAL_ID]}, timeout=10)
     assert ok.status_code == 202
     assert ok.json()["accepted"] == [{"callId": FINAL_ID}]
+    rejected = requests.post(f"{local.base_url}/calls", json={"callIds": ["a.b"]}, timeout=10)
+    assert rejected.status_code == 422
+    assert rejected.json()["error"]["code"] == "validation-error"
+    assert [r["callId"] for r in rejected.json()["error"]["details"]] == ["a.b"]
     bad = requests.post(
         f"{local.base_url}/calls",
         data=b"{",
