@@ -37,7 +37,11 @@ class SchemaSpec:
 
 def specs() -> tuple[SchemaSpec, ...]:
     """Every contract with a committed schema."""
-    from call_enricher.events import CallEnrichedDetail, CallEnrichmentFailedDetail
+    from call_enricher.events import (
+        CallEnrichedDetail,
+        CallEnrichmentFailedDetail,
+        SpendThresholdCrossedDetail,
+    )
     from call_enricher.state import StoredCall
 
     return (
@@ -52,6 +56,12 @@ def specs() -> tuple[SchemaSpec, ...]:
             CallEnrichmentFailedDetail,
             "urn:call-enricher:events:call-enrichment-failed:v1",
             "Call Enrichment Failed (EventBridge detail)",
+        ),
+        SchemaSpec(
+            "spend-threshold-crossed.schema.json",
+            SpendThresholdCrossedDetail,
+            "urn:call-enricher:events:spend-threshold-crossed:v1",
+            "Spend Threshold Crossed (EventBridge detail)",
         ),
         SchemaSpec(
             "stored-call-item.schema.json",

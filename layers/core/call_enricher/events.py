@@ -21,8 +21,16 @@ Two detail types, both with source ``EVENT_SOURCE`` (default ``call-enricher``):
     derived from the call ID (or ``unknown``), the reason and the stored state change, so a
     replayed stream record yields the same ID.
 
-Both are built here from the calls table's old and new images (:func:`events_for_change`),
-by the stream publisher only: the table is the outbox.
+``Spend Threshold Crossed`` (:class:`SpendThresholdCrossedDetail`)
+    A daily spend or call-count threshold of the risk policy reached by one key (``total``,
+    a destination ``country``, or a called ``number``'s keyed hash) on one UTC day, with the
+    key's figures when it was seen. Published once per key, day and threshold by the spend
+    watch (:mod:`call_enricher.spend`, only when ``SPEND_TABLE_NAME`` is set); ``eventId``
+    is ``spend:{day}:{keyKind}:{key}:{threshold}``.
+
+The first two are built here from the calls table's old and new images
+(:func:`events_for_change`), the third from the spend table's figures, all by the stream
+publisher only: the table is the outbox.
 
 Versioning: ``schemaVersion`` is semantic. Minor versions only add optional fields, and
 consumers must ignore fields they do not know (the schemas allow them); a major version
@@ -36,37 +44,47 @@ Privacy: details carry what the enriched record carries; the failure event's fre
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
 
 from call_enricher.enrichment import EnrichedCall
 from call_enricher.errors import ErrorClass, PermanentError
-from call_enricher.model import format_utc
+from call_enricher.model import format_decimal, format_utc
 from call_enricher.redact import MAX_TEXT_CHARS, RAW_CALL_ID_CHARS
 from call_enricher.state import MESSAGE_KEY_PREFIX, Failure, StoredCall
+
+if TYPE_CHECKING:
+    from call_enricher.spend import Crossing
 
 __all__ = [
     "DETAIL_TYPE_CALL_ENRICHED",
     "DETAIL_TYPE_CALL_ENRICHMENT_FAILED",
+    "DETAIL_TYPE_SPEND_THRESHOLD_CROSSED",
     "EVENT_SCHEMA_VERSION",
     "REASON_NOT_FINAL_IN_TIME",
     "CallEnrichedDetail",
     "CallEnrichmentFailedDetail",
     "OutgoingEvent",
+    "SpendThresholdCrossedDetail",
     "call_enriched_event",
     "call_enriched_event_id",
     "call_enrichment_failed_event",
     "call_enrichment_failed_event_id",
     "events_for_change",
+    "spend_threshold_crossed_event",
 ]
 
 DETAIL_TYPE_CALL_ENRICHED = "Call Enriched"
 DETAIL_TYPE_CALL_ENRICHMENT_FAILED = "Call Enrichment Failed"
+DETAIL_TYPE_SPEND_THRESHOLD_CROSSED = "Spend Threshold Crossed"
 
 EVENT_SCHEMA_VERSION = "1.0.0"
-"""Version of both details (semantic; see the module docstring)."""
+"""Version of every detail (semantic; see the module docstring)."""
 
 REASON_NOT_FINAL_IN_TIME = "not-final-in-time"
 """Failure reason: the call was still ONGOING after ``RECHECK_MAX_AGE_SECONDS``."""
@@ -306,6 +324,127 @@ class CallEnrichmentFailedDetail(_Detail):
         AwareDatetime,
         Field(alias="failedAt", description="When the failure was decided (ISO 8601, UTC)."),
     ]
+
+
+_Amount = Annotated[Decimal, PlainSerializer(format_decimal, return_type=str)]
+
+
+class SpendThresholdCrossedDetail(_Detail):
+    """Detail of ``Spend Threshold Crossed``: a key's daily spend or call count reached a
+    threshold of the risk policy."""
+
+    schema_version: Annotated[
+        str,
+        Field(
+            alias="schemaVersion",
+            pattern=_SCHEMA_VERSION_PATTERN,
+            description="Semantic version of this detail's schema (1.x.y).",
+            examples=[EVENT_SCHEMA_VERSION],
+        ),
+    ] = EVENT_SCHEMA_VERSION
+    event_id: Annotated[
+        str,
+        Field(
+            alias="eventId",
+            min_length=1,
+            description=(
+                "Deterministic ID `spend:{day}:{keyKind}:{key}:{threshold}` (threshold"
+                " `USD-100` or `calls-50`): one per key, day and threshold. Dedupe on it."
+            ),
+            examples=["spend:2026-11-26:country:GB:USD-250"],
+        ),
+    ]
+    day: Annotated[
+        str,
+        Field(
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            description="The UTC day (the calls' start day) the figures add up.",
+            examples=["2026-11-26"],
+        ),
+    ]
+    key_kind: Annotated[
+        Literal["total", "country", "number"],
+        Field(
+            alias="keyKind",
+            description=(
+                "`total` (every call; key `all`), `country` (the callee's ISO 3166-1 alpha-2"
+                " country, or `+{callingCode}` for a number without one, e.g. `+882`) or"
+                " `number` (the called number's keyed hash)."
+            ),
+        ),
+    ]
+    key: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description=(
+                "`all`, the country, or for `number` the HMAC-SHA256 of the E.164 number"
+                " under the deployment's secret key (32 hex digits): never the number."
+            ),
+            examples=["GB", "+882", "all"],
+        ),
+    ]
+    metric: Annotated[
+        Literal["spend", "calls"],
+        Field(description="`spend` (debit in `currency`) or `calls` (number of calls)."),
+    ]
+    currency: Annotated[
+        str | None, Field(description="Currency of a `spend` threshold; null for `calls`.")
+    ] = None
+    threshold: Annotated[
+        _Amount, Field(description="The threshold reached (exact decimal, as a string).")
+    ]
+    value: Annotated[
+        _Amount,
+        Field(description="The figure that reached it (exact decimal, as a string)."),
+    ]
+    calls: Annotated[int, Field(description="The key's call count of the day, when seen.")]
+    spend: Annotated[
+        dict[str, _Amount],
+        Field(description="The key's spend of the day per currency (exact decimals), when seen."),
+    ]
+    call_id: Annotated[
+        str,
+        Field(alias="callId", description="The call whose stored version reached the threshold."),
+    ]
+    version: Annotated[int, Field(ge=1, description="That call's version.")]
+    crossed_at: Annotated[
+        AwareDatetime,
+        Field(alias="crossedAt", description="When the crossing was seen (ISO 8601, UTC)."),
+    ]
+
+
+def spend_threshold_crossed_event(
+    crossing: Crossing,
+    *,
+    calls: int,
+    spend: Mapping[str, Decimal],
+    call_id: str,
+    version: int,
+    crossed_at: datetime,
+) -> OutgoingEvent:
+    """The ``Spend Threshold Crossed`` event of ``crossing`` (a :class:`~call_enricher.spend.
+    Crossing`), keyed by its event ID."""
+    detail = SpendThresholdCrossedDetail(
+        event_id=crossing.event_id,
+        day=crossing.day,
+        key_kind=crossing.kind,
+        key=crossing.key,
+        metric=crossing.metric,
+        currency=crossing.currency,
+        threshold=crossing.threshold,
+        value=crossing.value,
+        calls=calls,
+        spend=dict(spend),
+        call_id=call_id,
+        version=version,
+        crossed_at=crossed_at,
+    )
+    return OutgoingEvent(
+        key=detail.event_id,
+        detail_type=DETAIL_TYPE_SPEND_THRESHOLD_CROSSED,
+        detail=detail.model_dump(mode="json", by_alias=True),
+    )
 
 
 def call_enriched_event_id(call_id: str, version: int) -> str:

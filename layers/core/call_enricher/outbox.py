@@ -16,6 +16,12 @@ The stream (new and old images) is the only source of events. For each stream re
   a ``Call Enriched`` one becomes the call's failure state (``event-too-large`` /
   ``event-rejected``, written conditionally on that version), which the stream announces in
   turn; a ``Call Enrichment Failed`` one is logged and counted (``EventsRejected``, alarmed).
+* with a spend watch (:class:`~call_enricher.spend.SpendWatch`, when ``SPEND_TABLE_NAME``
+  is set), each change is counted (exactly once per stream record) before its events go
+  out, and the ``Spend Threshold Crossed`` events it claims join that change's own events in
+  the same ``PutEvents`` flow; once accepted, each is marked announced. A change the spend
+  watch cannot count stops the batch there like a failed publication (it is retried, and
+  counting it again adds nothing). Without a spend watch nothing of this happens.
 """
 
 from __future__ import annotations
@@ -27,13 +33,19 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from call_enricher import errors
-from call_enricher.events import DETAIL_TYPE_CALL_ENRICHED, OutgoingEvent, events_for_change
+from call_enricher.events import (
+    DETAIL_TYPE_CALL_ENRICHED,
+    DETAIL_TYPE_SPEND_THRESHOLD_CROSSED,
+    OutgoingEvent,
+    events_for_change,
+)
 from call_enricher.state import StoredCall, failure_from_error
 
 if TYPE_CHECKING:
     from call_enricher.items import FailureRecorder
     from call_enricher.publishing import EventPublisher
     from call_enricher.settings import Settings
+    from call_enricher.spend import SpendWatch
 
 MAX_ENTRIES = 10
 
@@ -82,9 +94,11 @@ class OutboxPublisher:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         log: Callable[..., None] | None = None,
+        spend: SpendWatch | None = None,
     ) -> None:
         self.publisher = publisher
         self.store = store
+        self.spend = spend
         self._now = now
         self._log = log or (lambda *_a, **_k: None)
 
@@ -103,6 +117,19 @@ class OutboxPublisher:
                 )
                 report.rejected += 1
                 continue
+            if self.spend is not None:
+                try:
+                    events = [*events, *self.spend.observe(change)]
+                except errors.CallEnricherError as exc:  # not counted: retry it and the rest
+                    self._log(
+                        "warning", "spend watch failed", key=change.item_key, error=exc.message
+                    )
+                    if chunk and not self._send(chunk, report):
+                        self._fail_rest(changes[index:], report)
+                        return report
+                    report.failed[change.key] = exc
+                    self._fail_rest(changes[index + 1 :], report)
+                    return report
             if not events:
                 continue
             size = sum(len(own) for _, own in chunk)
@@ -129,6 +156,8 @@ class OutboxPublisher:
                 if error is None:
                     report.published += 1
                     report.by_type[event.detail_type] = report.by_type.get(event.detail_type, 0) + 1
+                    if event.detail_type == DETAIL_TYPE_SPEND_THRESHOLD_CROSSED:
+                        self._announced(event)
                     continue
                 if isinstance(error, errors.EventRejectedError):
                     error = self._unpublishable(change, event, error, report)
@@ -177,6 +206,19 @@ class OutboxPublisher:
             return exc
         return None
 
+    def _announced(self, event: OutgoingEvent) -> None:
+        if self.spend is None:
+            return
+        try:
+            self.spend.announced(event)
+        except errors.CallEnricherError as exc:  # published: at worst announced again, same ID
+            self._log(
+                "warning",
+                "spend crossing published but not marked",
+                event_id=event.detail.get("eventId"),
+                error=exc.message,
+            )
+
     @staticmethod
     def _fail_rest(changes: Sequence[StreamChange], report: OutboxReport) -> None:
         for change in changes:
@@ -206,6 +248,21 @@ def build_outbox(settings: Settings) -> OutboxPublisher:
         EventPublisher(settings.event_bus_name, settings.event_source),
         FailureRecorder(settings.calls_table_name),
         log=_log,
+        spend=build_spend_watch(settings),
+    )
+
+
+def build_spend_watch(settings: Settings) -> SpendWatch | None:
+    """The spend watch of ``settings``: None when ``SPEND_TABLE_NAME`` is empty."""
+    if not settings.spend_table_name:
+        return None
+    from call_enricher.policy_source import policy_source
+    from call_enricher.spend import SecretNumberKey, SpendStore, SpendWatch
+
+    return SpendWatch(
+        SpendStore(settings.spend_table_name),
+        number_key=SecretNumberKey(settings.spend_number_key_secret_id),
+        policy=policy_source(settings.risk_policy_parameter),
     )
 
 

@@ -85,6 +85,11 @@ class Settings(BaseModel):
     # Fraud and spend signals (see call_enricher.risk and call_enricher.spend).
     # An SSM String parameter holding the risk policy's JSON (empty: the library's default).
     risk_policy_parameter: Annotated[str, Field(alias="RISK_POLICY_PARAMETER")] = ""
+    # The spend watch's DynamoDB table (empty: no spend watch; the stream publisher only).
+    spend_table_name: Annotated[str, Field(alias="SPEND_TABLE_NAME")] = ""
+    # A Secrets Manager secret whose SecretString keys the HMAC of called numbers (needed
+    # with SPEND_TABLE_NAME: the table never holds a number).
+    spend_number_key_secret_id: Annotated[str, Field(alias="SPEND_NUMBER_KEY_SECRET_ID")] = ""
 
     @field_validator("sinch_base_url", mode="before")
     @classmethod
