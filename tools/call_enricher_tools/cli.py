@@ -11,6 +11,8 @@ Commands:
 * ``local up``: the local stack (sandbox, moto, HTTP API, SQS poller) until Ctrl-C.
 * ``submit``: send call IDs to a queue URL in batches of 10.
 * ``chaos``: N call IDs through the local stack under injected faults, then accounting.
+* ``ops``: operate a deployed stack (``--stack``) or the local one (``--local``): ``status``,
+  ``dlq list``, ``dlq redrive``, ``replay`` (see :mod:`call_enricher_tools.ops`).
 
 Errors go to stderr as one line ``error: <reason>: <message>``; the exit code tells the
 class apart (see :data:`EXIT_CODES`). With several call IDs every ID is attempted and the
@@ -217,11 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from call_enricher_tools.chaos import add_chaos_command
     from call_enricher_tools.local.commands import add_local_commands
+    from call_enricher_tools.ops import add_ops_command
     from call_enricher_tools.sandbox.command import add_sandbox_command
 
     add_sandbox_command(sub)
     add_local_commands(sub)
     add_chaos_command(sub)
+    add_ops_command(sub)
     return parser
 
 
