@@ -5,8 +5,12 @@ Starts the Sinch sandbox, moto (with template.yaml's resources), the HTTP API on
 mapping: every event comes from the calls table's stream); prints where everything
 listens, the environment variables that point the AWS CLI / boto3 / ``call-enricher
 submit`` at it, and then one line per queue-handler invocation and per event a consumer
-receives. Ctrl-C (or SIGTERM) stops everything cleanly. A port that is taken is reported
-with the port and what to do.
+receives, and one line per message that moves to the dead-letter queue, with its call's
+last stored error (``lastError``). While it runs, ``call-enricher ops --local`` commands
+(``status``, ``dlq list``, ``dlq redrive``, ``replay``) work against it: its outputs and
+endpoint are recorded for them (:func:`call_enricher_tools.ops.write_local_state`). Ctrl-C
+(or SIGTERM) stops everything cleanly. A port that is taken is reported with the port and
+what to do.
 """
 
 from __future__ import annotations
@@ -22,10 +26,16 @@ from typing import Any, TextIO
 
 from call_enricher_tools.local.poller import Invocation
 from call_enricher_tools.local.runner import DEFAULT_API_PORT, LocalPipeline, PipelineOptions
-from call_enricher_tools.local.stack import LOCAL_VISIBILITY_TIMEOUT, REGION, PortInUseError
+from call_enricher_tools.local.stack import (
+    LOCAL_VISIBILITY_TIMEOUT,
+    REGION,
+    LocalStack,
+    PortInUseError,
+)
 
 EXIT_OK = 0
 EXIT_START_FAILED = 6  # the CLI's "configuration problem" (a port taken, a bad parameter)
+DLQ_WATCH_SECONDS = 1.0
 
 
 def run_local_up(
@@ -66,16 +76,34 @@ def run_local_up(
     except Exception as exc:  # noqa: BLE001 - say what failed, without a stack trace
         print(f"error: the local stack could not start: {type(exc).__name__}: {exc}", file=stderr)
         return EXIT_START_FAILED
+    state_file: Path | None = None
     try:
+        from call_enricher_tools.ops import remove_local_state, write_local_state
+
+        stack = pipeline.require_stack()
+        state_file = write_local_state(stack.stack_name, stack.endpoint_url, stack.outputs())
         say(banner(pipeline, time.monotonic() - started))
-        subscriber = threading.Thread(
-            target=_print_events, args=(pipeline, say, stop), name="subscriber", daemon=True
-        )
-        subscriber.start()
+        watchers = [
+            threading.Thread(
+                target=_print_events, args=(pipeline, say, stop), name="subscriber", daemon=True
+            ),
+            threading.Thread(
+                target=watch_dead_letters,
+                args=(stack, say, stop),
+                kwargs={"interval": DLQ_WATCH_SECONDS},
+                name="dlq-watcher",
+                daemon=True,
+            ),
+        ]
+        for watcher in watchers:
+            watcher.start()
         stop.wait()
         say("\nStopping...")
-        subscriber.join(timeout=5)
+        for watcher in watchers:
+            watcher.join(timeout=5)
     finally:
+        if state_file is not None:
+            remove_local_state(state_file)
         pipeline.stop()
     say("Stopped.")
     return EXIT_OK
@@ -129,6 +157,10 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"AWS_DEFAULT_REGION={REGION} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
         f"  export QUEUE_URL={stack.queue_url}",
         "",
+        "Operate it (as a deployed stack, with --stack NAME instead of --local):",
+        "  call-enricher ops status --local",
+        "  call-enricher ops dlq list --local      (dlq redrive, replay --since 1h)",
+        "",
         "Try:",
         f"  call-enricher submit --queue-url $QUEUE_URL {' '.join(samples) or sample}",
         f"  curl -s -X POST {pipeline.api_url}/calls -H 'content-type: application/json' "
@@ -151,6 +183,54 @@ def _print_events(pipeline: LocalPipeline, say: Any, stop: threading.Event) -> N
             continue
         for envelope in envelopes:
             say(describe_event(envelope))
+
+
+def watch_dead_letters(
+    stack: LocalStack, say: Any, stop: threading.Event, *, interval: float = DLQ_WATCH_SECONDS
+) -> None:
+    """Print a line for each message that reaches the DLQ, with its call's last stored error.
+
+    Every ``interval`` seconds the DLQ is peeked at without consuming: ``ReceiveMessage`` with
+    a visibility timeout of 0 leaves each message visible to ``ops dlq list`` and
+    ``ops dlq redrive`` (a redrive's own receive hides it from this peek). A peek sees at most
+    10 messages; when the DLQ holds more than it can show, one line says how many.
+    """
+    from call_enricher_tools.ops import explain_message, table_lookup
+
+    sqs = stack.client("sqs")
+    dlq = stack.dead_letter_queue_url
+    lookup = table_lookup(
+        stack.client("dynamodb"), stack.function_environment()["CALLS_TABLE_NAME"]
+    )
+    printed: set[str] = set()
+    reported_depth = 0
+    while not stop.wait(interval):
+        try:
+            messages = sqs.receive_message(
+                QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=0, AttributeNames=["All"]
+            ).get("Messages", [])
+            for message in messages:
+                if message["MessageId"] in printed:
+                    continue
+                printed.add(message["MessageId"])
+                say(describe_dead_letter(explain_message(message, lookup)))
+            if len(messages) == 10:
+                depth = int(
+                    sqs.get_queue_attributes(
+                        QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
+                    )["Attributes"]["ApproximateNumberOfMessages"]
+                )
+                if depth > 10 and depth != reported_depth:
+                    reported_depth = depth
+                    say(f"[dlq] {depth} messages in the DLQ: call-enricher ops dlq list --local")
+        except Exception:  # noqa: BLE001, S112 - moto shutting down: try again, or stop
+            continue
+
+
+def describe_dead_letter(letter: Any) -> str:
+    """``[dlq] message 1a2b… (call 4398…) moved to the DLQ: retrying: sinch-unavailable…``"""
+    call = letter.call_id or "no call ID"
+    return f"[dlq] message {letter.message_id[:12]}… (call {call}) moved to the DLQ: {letter.state}"
 
 
 def describe_event(envelope: Mapping[str, Any]) -> str:
