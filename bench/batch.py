@@ -81,7 +81,7 @@ def _service(aws: FakeAws, sinch_url: str, **overrides: str) -> Any:
     )
 
 
-def _outbox(aws: FakeAws) -> Any:
+def fake_outbox(aws: FakeAws) -> Any:
     """The stream publisher's core on the fakes (what its function builds from settings)."""
     from call_enricher.items import FailureRecorder
     from call_enricher.outbox import OutboxPublisher
@@ -256,7 +256,7 @@ def run(quick: bool = False) -> list[Figure]:
         # The stream publisher's share: the batch's stream records, published.
         size = publisher_batch_size()
         aws.reset_counts()
-        published = publish_stream(_outbox(aws), first_records, size)
+        published = publish_stream(fake_outbox(aws), first_records, size)
         outbox_calls = aws.calls()
         figures.append(
             figure(

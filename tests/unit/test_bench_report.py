@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from bench import __main__ as bench_main
-from bench.batch import _outbox, publish_stream, publisher_batch_size, stream_changes
+from bench.batch import fake_outbox, publish_stream, publisher_batch_size, stream_changes
 from bench.latency import percentile, sent_at
 from bench.report import check, figure, render, section, write_json
 from bench.size import measure
@@ -373,7 +373,7 @@ def test_stream_records_become_the_changes_the_publisher_announces() -> None:
     records = aws.dynamodb.stream_since(0)
     # When they are handed to the real outbox publisher in stream batches of 10
     aws.reset_counts()
-    totals = publish_stream(_outbox(aws), records, 10)
+    totals = publish_stream(fake_outbox(aws), records, 10)
     # Then each change is one event, sent in PutEvents requests of at most 10 entries
     assert len(records) == 24
     assert [c.item_key for c in stream_changes(records)] == [*ids, "msg:m-9"]
