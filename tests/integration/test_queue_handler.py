@@ -124,6 +124,34 @@ def test_final_record_is_stored_and_announced(harness: Harness, writes: Counter[
     assert all(r.auth_check.value == "ok" for r in harness.sinch.requests)
 
 
+def test_the_queue_handler_never_calls_put_events(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events_client = aws.client("events")
+    original = events_client.put_events
+    calls: list[int] = []
+
+    def counting(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["Entries"]))
+        return original(**kwargs)
+
+    monkeypatch.setattr(events_client, "put_events", counting)
+    # Given a batch with a success, a call Sinch does not know and a malformed message
+    # When the queue handler handles it
+    response = harness.invoke(FINAL_ID, UNKNOWN_ID, "{not json")
+    # Then it answers without ever calling PutEvents: it only wrote the table
+    assert response == {"batchItemFailures": []}
+    assert calls == []
+    # And the events come from the stream, through the stream publisher
+    kinds = sorted((e["detail-type"], e["detail"].get("reason")) for e in harness.events())
+    assert kinds == [
+        ("Call Enriched", None),
+        ("Call Enrichment Failed", "call-not-found"),
+        ("Call Enrichment Failed", "malformed-message"),
+    ]
+    assert sum(calls) == 3
+
+
 def test_every_sample_record_goes_through(harness: Harness) -> None:
     # Given one message per sample record / When handled in one batch
     response = harness.invoke(*(_call_id(r) for r in SAMPLES.values()))
