@@ -1164,6 +1164,8 @@ def test_samconfig_has_a_dev_and_a_prod_environment(template: Template) -> None:
         assert overrides["Stage"] == ("dev" if env == "default" else "prod")
         for key, value in overrides.items():
             assert key in template.parameters, key
+            if value.startswith("REPLACE-"):  # prod's alarm address: see test_operations
+                continue
             _check_parameter_value(template.parameters[key], value)
     assert len(stacks) == 2
 
