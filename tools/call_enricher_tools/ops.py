@@ -1126,7 +1126,11 @@ def add_ops_command(subparsers: Any) -> None:
     ops: argparse.ArgumentParser = subparsers.add_parser(
         "ops",
         help="operate a stack: status, dead-letter queue, replay (deployed or local)",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+        description=(
+            "Operate a deployed stack (--stack NAME, found through its CloudFormation outputs) "
+            "or the local stack (--local): status, the dead-letter queue, event replay. "
+            "docs/runbook.md says when to use which."
+        ),
         epilog=epilog,
         formatter_class=formatter,
     )
