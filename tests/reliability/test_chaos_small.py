@@ -229,6 +229,12 @@ def test_the_accounting_allows_only_the_publishers_duplicates() -> None:
     other = [*twice[:2], _enriched(c, 1, "FINAL", entryPath="api")]
     report = _account(observed(other), publisher_faults=True)
     assert (report.unexplained_duplicates, report.balanced) == (1, False)
+    # ... nor one the stream itself announced twice (two stream records of one change)
+    double = observed(twice)
+    double.announced = {f"{a}:v1": ["1"], f"{c}:v1": ["2", "3"]}
+    report = _account(double, publisher_faults=True)
+    assert (report.announced_twice, report.unexplained_duplicates) == (1, 1)
+    assert f"{c}:v1 announced by stream records 2, 3" in report.problems
 
 
 def test_the_accounting_holds_each_id_to_the_outcome_its_kind_predicts() -> None:

@@ -520,6 +520,9 @@ class ChaosReport:
     events_out_of_order: int = 0
     """Calls whose versions' events first arrived out of version order (not a promise of
     the subscriber queue; reported only)."""
+    announced_twice: int = 0
+    """``eventId`` values the stream itself announced more than once (several stream records
+    for one state change): a duplicate that is no re-send."""
     duplicates: int = 0
     """Extra deliveries of an ``eventId`` (all of them; allowed only with publisher faults)."""
     unexplained_duplicates: int = 0
@@ -555,6 +558,8 @@ class ChaosReport:
     stream_retries: int = 0
     """Stream publisher invocations that retried records after a failure."""
     stream_failed_invocations: int = 0
+    stream_errors: Counter[str] = field(default_factory=Counter)
+    """Why stream publisher invocations failed as a whole (bisected and retried)."""
     max_stream_seconds: float = 0.0
     lost_ids: list[str] = field(default_factory=list)
     dlq_ids: list[str] = field(default_factory=list)
@@ -619,6 +624,7 @@ class ChaosReport:
             f"events_missing: {self.events_missing}",
             f"events_unexpected: {self.events_unexpected}",
             f"events_out_of_order: {self.events_out_of_order}",
+            f"announced_twice: {self.announced_twice}",
             f"duplicates: {self.duplicates}",
             f"unexplained_duplicates: {self.unexplained_duplicates}",
             f"publisher_faults: {yes(self.publisher_faults)}",
@@ -716,7 +722,7 @@ def run_chaos(
             exits.enter_context(_silenced(logger))
 
         # The queue function's service, its table writes throttled ...
-        dynamodb = FaultyDynamoDB(aws.client("dynamodb"), seed, config.ddb_throttle)
+        dynamodb = FaultyDynamoDB(_table_client(), seed, config.ddb_throttle)
         settings = get_settings()
         service = runtime.build_service(settings)
         service.store = CallStore(
@@ -756,7 +762,9 @@ def run_chaos(
             with lock:
                 report.stream_invocations += 1
                 report.stream_retries += invocation.attempt > 0
-                report.stream_failed_invocations += invocation.error is not None
+                if invocation.error is not None:
+                    report.stream_failed_invocations += 1
+                    report.stream_errors[invocation.error[:120]] += 1
                 report.max_stream_seconds = max(
                     report.max_stream_seconds, invocation.elapsed_seconds
                 )
@@ -810,6 +818,7 @@ def run_chaos(
         dlq_bodies = _drain_queue(stack.client("sqs"), stack.dead_letter_queue_url)
         report.publisher_failure_queue = stack.queue_depth(stack.publisher_failure_queue_url)
         items = _scan(stack.client("dynamodb"), settings.calls_table_name)
+        announced = _announcements(stack)
 
         report.injected.update(sinch.injected)
         report.injected.update(dynamodb.injected)
@@ -824,6 +833,7 @@ def run_chaos(
             dlq_bodies=dlq_bodies,
             accepted=Counter(events.accepted),
             sent=Counter(events.sent),
+            announced=announced,
             seen_at=seen_at,
             submitted=submitted,
         )
@@ -831,6 +841,27 @@ def run_chaos(
         report.put_events_sdk_resends = events.sdk_resends
     report.elapsed_seconds = time.monotonic() - started
     return report
+
+
+MOTO_READ_TIMEOUT_SECONDS = 60.0
+"""Read timeout of the queue function's DynamoDB client in the chaos run (5 s deployed)."""
+
+
+def _table_client() -> Any:
+    """The queue function's DynamoDB client, configured as deployed but for a longer read
+    timeout. moto's ``UpdateItem`` is not atomic (it reads, checks the condition and writes
+    without a lock), and under load it answers past the deployed 5 s: botocore then resends
+    the request while moto still works on the first one, both pass the condition, and one
+    state change becomes two stream records (two announcements of one version, with the
+    same detail). DynamoDB refuses such a resend by its condition; moto must not be given
+    the chance to race it."""
+    import boto3.session
+    from botocore.config import Config
+
+    from call_enricher import aws
+
+    config = aws.client_config().merge(Config(read_timeout=MOTO_READ_TIMEOUT_SECONDS))
+    return boto3.session.Session().client("dynamodb", config=config)
 
 
 def _handler_factory(stack: LocalStack, function: str, prefix: str) -> Callable[[int], Handler]:
@@ -963,6 +994,42 @@ def _collect_events(stack: Any, envelopes: list[dict[str, Any]], seen_at: dict[s
         seen_at.setdefault(event_id, time.monotonic())
 
 
+def _announcements(stack: LocalStack) -> dict[str, list[str]]:
+    """Read the calls table's whole stream back: per ``eventId``, the sequence numbers of the
+    stream records (as DynamoDB would have written them) that announce it. One each, or the
+    table's writes announced a state twice (then a duplicate is no re-send)."""
+    from call_enricher import errors
+    from call_enricher.events import events_for_change
+    from call_enricher.outbox import change_from_record
+    from call_enricher_tools.local.streams import as_dynamodb_writes, stream_event_record
+
+    streams = stack.client("dynamodbstreams")
+    arn = stack.calls_stream_arn
+    region = stack.resolver.pseudo["AWS::Region"]
+    found: dict[str, list[str]] = defaultdict(list)
+    description = streams.describe_stream(StreamArn=arn)["StreamDescription"]
+    for shard in description.get("Shards", []):
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        raw: list[dict[str, Any]] = []
+        while iterator:
+            page = streams.get_records(ShardIterator=iterator, Limit=1000)
+            if not page.get("Records"):
+                break  # an open shard: nothing more (yet)
+            raw.extend(page["Records"])
+            iterator = page.get("NextShardIterator")
+        for record in as_dynamodb_writes(raw):
+            change = change_from_record(stream_event_record(record, stream_arn=arn, region=region))
+            try:
+                events = events_for_change(change.old, change.new)
+            except (ValueError, errors.CallEnricherError):
+                continue
+            for event in events:
+                found[str(event.detail["eventId"])].append(change.key)
+    return found
+
+
 def _drain_queue(sqs: Any, queue_url: str) -> list[str]:
     bodies: list[str] = []
     for _ in range(100_000):
@@ -1020,6 +1087,9 @@ class Observed:
     """Entries the publisher sent over the wire, per ``eventId`` (SDK resends included)."""
     seen_at: dict[str, float] = field(default_factory=dict)
     submitted: dict[str, float] = field(default_factory=dict)
+    announced: dict[str, list[str]] = field(default_factory=dict)
+    """The stream read back: per ``eventId``, the stream records announcing it (empty: not
+    read)."""
 
 
 def _canonical(detail: Any) -> str:
@@ -1084,9 +1154,22 @@ def _account(report: ChaosReport, observed: Observed) -> None:
             why = "with different details"
         elif observed.sent[event_id] < len(details):
             why = f"but sent {observed.sent[event_id]} times by the publisher"
+        elif len(observed.announced.get(event_id, ())) > 1:
+            why = "as the stream announced it more than once (no re-send)"
         if why is not None:
             report.unexplained_duplicates += extra
             problems.append(f"eventId {event_id} delivered {len(details)} times {why}")
+
+    for event_id, records in sorted(observed.announced.items()):
+        if len(records) > 1:
+            report.announced_twice += 1
+            problems.append(f"{event_id} announced by stream records {', '.join(records)}")
+    if report.duplicates and not report.publisher_faults:
+        problems.append(f"{report.duplicates} duplicate deliveries without publisher faults")
+    problems.extend(
+        f"stream publisher invocation failed {n} times: {error}"
+        for error, n in report.stream_errors.most_common(3)
+    )
 
     # One event per stored state, none for a state the table never held
     expected = _expected_events(observed.items, problems)
