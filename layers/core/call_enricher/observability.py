@@ -5,15 +5,21 @@
   are processed on worker threads). Phone numbers are only ever logged masked.
 * ``metrics``: Powertools EMF metrics (namespace from ``POWERTOOLS_METRICS_NAMESPACE``).
   Metric names are the :class:`MetricName` values; the template's alarms use them.
-* ``tracer``: a real Powertools ``Tracer`` only when tracing is on. When
-  ``POWERTOOLS_TRACE_DISABLED`` is true, or when not running in Lambda, a no-op stand-in with
-  the same decorator API is used so ``aws_xray_sdk`` is never imported (it costs cold start).
+* ``tracer``: a no-op stand-in with Powertools Tracer's decorator API by default, so
+  ``aws_xray_sdk`` is never imported (about 280 ms of cold start; the X-Ray SDKs are in
+  maintenance since February 2026, end of support February 2027). Lambda's active tracing
+  (``Tracing: Active``) needs no SDK in the function: Lambda records the function's
+  segments and passes the trace header (``_X_AMZN_TRACE_ID``) on; Powertools Logger puts its
+  root in every log line as ``xray_trace_id``. The SDK (Powertools ``Tracer``: subsegments
+  for boto3/requests calls, annotations) loads only when an operator opts in with
+  ``XRAY_SDK=enabled`` (the template's ``XRaySdk`` parameter) and tracing is on
+  (``POWERTOOLS_TRACE_DISABLED`` not true) in Lambda: :func:`xray_sdk_enabled`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, cast
 
@@ -65,17 +71,30 @@ class _NoopTracer:
         return None
 
 
-def tracing_enabled(environ: dict[str, str] | None = None) -> bool:
+def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     disabled = env.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in {"1", "true", "yes"}
     in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME")) and not env.get("AWS_SAM_LOCAL")
     return in_lambda and not disabled
 
 
+XRAY_SDK_VARIABLE = "XRAY_SDK"
+"""``enabled`` loads the X-Ray SDK (Powertools Tracer); anything else, or unset, does not."""
+
+
+def xray_sdk_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the X-Ray SDK is loaded: tracing on (:func:`tracing_enabled`) and the operator's
+    opt-in ``XRAY_SDK=enabled``. Without it Lambda's active tracing still records the
+    function's segments and the trace ID is in every log line."""
+    env = os.environ if environ is None else environ
+    opted_in = env.get(XRAY_SDK_VARIABLE, "").strip().lower() in {"enabled", "true", "1"}
+    return opted_in and tracing_enabled(env)
+
+
 def _make_tracer() -> TracerLike:
-    if not tracing_enabled():
+    if not xray_sdk_enabled():
         return _NoopTracer()
-    from aws_lambda_powertools import Tracer  # imports aws_xray_sdk: only when tracing is on
+    from aws_lambda_powertools import Tracer  # imports aws_xray_sdk: only on the opt-in
 
     return cast(TracerLike, Tracer(service=SERVICE_NAME))
 
