@@ -54,7 +54,9 @@ __all__ = [
     "client",
     "client_config",
     "error_code",
+    "forget_credentials_and_connections",
     "pin_wire_loggers",
+    "refresh_credentials",
     "reset_clients",
     "translate_error",
 ]
@@ -171,6 +173,31 @@ def reset_clients() -> None:
         _clients.clear()
         _session = None
         _config = None
+
+
+def forget_credentials_and_connections() -> None:
+    """Before a SnapStart snapshot: close every client's pooled connections and drop the
+    AWS credentials the session resolved (the clients stay; :func:`refresh_credentials`
+    gives them fresh credentials after the restore)."""
+    with _lock:
+        for cached in _clients.values():
+            cached._endpoint.http_session.close()  # pools emptied, new connections on use
+            cached._request_signer._credentials = None
+        if _session is not None:
+            _session._session._credentials = None
+
+
+def refresh_credentials() -> None:
+    """After a SnapStart restore: resolve credentials again (the environment's provider
+    chain) and hand them to every cached client."""
+    with _lock:
+        if _session is None:
+            return
+        core = _session._session
+        core._credentials = None
+        credentials = core.get_credentials()
+        for cached in _clients.values():
+            cached._request_signer._credentials = credentials
 
 
 BACKOFF_BASE_SECONDS = 0.1

@@ -41,6 +41,17 @@ class SecretsManagerCredentials:
             )
         return self._provider
 
+    def prepare(self) -> None:
+        """Build the provider and its Secrets Manager client now (INIT), fetching nothing."""
+        with self._lock:
+            self._get_provider()
+
+    def forget(self) -> None:
+        """Drop the cached secret (before a SnapStart snapshot: nothing secret in it)."""
+        with self._lock:
+            if self._provider is not None:
+                self._provider.clear_cache()  # type: ignore[no-untyped-call]
+
     def __call__(self, force_refresh: bool = False) -> SinchCredentials:
         from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
