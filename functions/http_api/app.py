@@ -28,7 +28,7 @@ from call_enricher.callid import validate_call_id
 from call_enricher.errors import CallEnricherError, InvalidCallIdError
 from call_enricher.messages import EnrichmentRequest
 from call_enricher.observability import logger, metrics, tracer
-from call_enricher.runtime import get_service
+from call_enricher.runtime import get_service, init_service
 from call_enricher.service import Disposition, Outcome, WorkItem
 from call_enricher.state import StoredCall
 
@@ -322,6 +322,9 @@ def _precheck(event: dict[str, Any]) -> Response[Any] | None:
     except (ValueError, RecursionError):
         return _error(400, "malformed-json", "The body is not valid JSON.")
     return None
+
+
+init_service()  # INIT: settings, clients, Sinch session, secret (call_enricher.runtime)
 
 
 @metrics.log_metrics

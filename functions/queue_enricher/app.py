@@ -19,10 +19,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from call_enricher.observability import logger, metrics, tracer
-from call_enricher.runtime import emit_batch_metrics, get_service
+from call_enricher.runtime import emit_batch_metrics, get_service, init_service
 from call_enricher.service import Disposition, work_item_from_message
 
 processor = BatchProcessor(event_type=EventType.SQS)
+init_service()  # INIT: settings, clients, Sinch session, secret (call_enricher.runtime)
 
 
 class RetryLater(Exception):

@@ -22,8 +22,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from call_enricher.observability import logger, metrics, tracer
 from call_enricher.outbox import change_from_record, emit_outbox_metrics, get_outbox
+from call_enricher.runtime import init_publisher
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+init_publisher()  # INIT: settings, the publisher and its clients (call_enricher.runtime)
 
 
 class RetryLater(Exception):

@@ -249,9 +249,12 @@ def _extras() -> ModuleType:
 
 
 def preload() -> None:
-    """Load the time zone table and the carrier index now. Optional: prefix data loads lazily."""
+    """Load now (at INIT) what every record needs: the time zone table, the carrier index and
+    the region display names (every party's country name). Optional: the per-prefix geodata
+    chunks (about 1 MB of source each) still load lazily, on the first number they cover."""
     _extras()
     _carrier_index()
+    _load_data("locale")
 
 
 # --- prefix data loaded per file, never through the geodata/carrierdata packages ------------
