@@ -458,6 +458,7 @@ class LocalStack:
         resolver = Resolver(self.template.raw, self.parameters, self._pseudo())
         self._resolver = resolver
         self._create_secret(resolver)
+        self._create_template_secrets(resolver)
         self._create_queues(resolver)
         self._create_tables(resolver)
         self._create_buses(resolver)
@@ -478,6 +479,19 @@ class LocalStack:
             ),
         )["ARN"]
         resolver.parameters["SinchSecretArn"] = self.secret_arn
+
+    def _create_template_secrets(self, resolver: Resolver) -> None:
+        """The template's own secrets (e.g. the spend watch's HMAC key), with a random value
+        as ``GenerateSecretString`` would make one."""
+        import secrets as random_secrets
+
+        client = self.client("secretsmanager")
+        for logical_id in self.template.of_type("AWS::SecretsManager::Secret"):
+            arn = client.create_secret(
+                Name=f"{self.stack_name}/{logical_id}",
+                SecretString=random_secrets.token_urlsafe(36),
+            )["ARN"]
+            resolver.refs[logical_id] = arn
 
     def _create_queues(self, resolver: Resolver) -> None:
         sqs = self.client("sqs")
