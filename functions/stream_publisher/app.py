@@ -21,11 +21,15 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from call_enricher.observability import logger, metrics, tracer
-from call_enricher.outbox import change_from_record, emit_outbox_metrics, get_outbox
-from call_enricher.runtime import init_publisher
+from call_enricher.outbox import (
+    change_from_record,
+    emit_outbox_metrics,
+    get_outbox,
+    init_publisher,
+)
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-init_publisher()  # INIT: settings, the publisher and its clients (call_enricher.runtime)
+init_publisher()  # INIT: settings, the publisher and its clients (call_enricher.outbox)
 
 
 class RetryLater(Exception):

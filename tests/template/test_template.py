@@ -36,14 +36,16 @@ from .conftest import (
 EVENTS = REPO / "events"
 LIBRARY = REPO / "layers" / "core"
 
-# Powertools reads these itself (call_enricher.settings docstring); anything else the template
-# sets must be a Settings field.
+# Powertools reads these itself (call_enricher.settings docstring), and
+# call_enricher.observability reads XRAY_SDK (the opt-in X-Ray SDK) before any settings exist;
+# anything else the template sets must be a Settings field.
 POWERTOOLS_VARS = frozenset(
     {
         "POWERTOOLS_SERVICE_NAME",
         "POWERTOOLS_METRICS_NAMESPACE",
         "POWERTOOLS_TRACE_DISABLED",
         "POWERTOOLS_LOG_LEVEL",
+        "XRAY_SDK",
     }
 )
 
@@ -1520,3 +1522,45 @@ def test_the_samples_parse_with_the_powertools_event_classes_the_handlers_use() 
     dice = APIGatewayProxyEventV2(load_event("sinch-dice-callback.json"))
     assert dice.headers["x-timestamp"] == "2026-11-26T10:00:00.123Z"
     assert dice.decoded_body == load_event("sinch-dice-callback.json")["body"]
+
+
+def test_cold_start_knobs_snapstart_provisioned_concurrency_and_the_xray_sdk(
+    template: Template,
+) -> None:
+    # Given the cold-start parameters, Then each is off by default
+    parameters = template.parameters
+    assert parameters["SnapStart"]["Default"] == "Disabled"
+    assert parameters["ApiProvisionedConcurrency"]["Default"] == 0
+    assert parameters["XRaySdk"]["Default"] == "Disabled"
+    # And the queue and API functions are invoked through a published alias, with SnapStart
+    # on that version only when asked
+    for name in ("QueueEnricherFunction", "HttpApiFunction"):
+        function = template.function_properties(name)
+        assert function["AutoPublishAlias"] == "live", name
+        assert function["SnapStart"] == {
+            "Fn::If": [
+                "SnapStartEnabled",
+                {"ApplyOn": "PublishedVersions"},
+                {"Ref": "AWS::NoValue"},
+            ]
+        }, name
+    api = template.function_properties("HttpApiFunction")
+    assert api["ProvisionedConcurrencyConfig"]["Fn::If"][0] == "ApiProvisioned"
+    # And the two exclude each other (a rule refuses the stack), and the SDK is opt-in
+    rule = template.raw["Rules"]["SnapStartOrProvisioned"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "Enabled"]}
+    variables = template.raw["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["XRAY_SDK"] == {"Fn::If": ["XRaySdkEnabled", "enabled", "disabled"]}
+
+
+def test_memory_sizes_follow_the_modeled_cpu_share(template: Template) -> None:
+    # INIT runs at a full vCPU; invocations at MemorySize/1769 of one (the comments in the
+    # template give the measured reasoning): the CPU-bound queue enricher and publisher get
+    # 1024 MB, the lean callback receiver 512 MB.
+    sizes = {name: f["MemorySize"] for name, f in template.functions.items()}
+    assert sizes == {
+        "QueueEnricherFunction": 1024,
+        "HttpApiFunction": 1024,
+        "SinchCallbacksFunction": 512,
+        "StreamPublisherFunction": 1024,
+    }

@@ -300,3 +300,18 @@ def emit_outbox_metrics(report: OutboxReport) -> None:
         metrics.add_metric(
             name=MetricName.EVENTS_REJECTED, unit=MetricUnit.Count, value=report.rejected
         )
+
+
+def init_publisher() -> OutboxPublisher:
+    """INIT of the stream publisher: settings validated, the outbox publisher built with its
+    EventBridge and DynamoDB clients (and the spend watch's, when configured), installed as
+    the process-wide one (:func:`set_outbox` swaps it)."""
+    from call_enricher import events, items, snapstart  # noqa: F401 - the per-record modules
+    from call_enricher.settings import get_settings
+
+    publisher = build_outbox(get_settings())
+    publisher.publisher.client  # noqa: B018 - creates the EventBridge client
+    publisher.store.client  # noqa: B018 - the DynamoDB client (event-too-large records)
+    set_outbox(publisher)
+    snapstart.register_snapstart_hooks()
+    return publisher

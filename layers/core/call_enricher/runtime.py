@@ -10,7 +10,8 @@ invocation only MemorySize/1769 of a vCPU, so the handlers call one of these at 
   the per-record path imported, a rehearsal of parse -> enrich -> serialise on a built-in
   record (pydantic's and phonenumbers' lazy first-use work), and, in Lambda, the Sinch
   secret (and the risk policy) fetched once;
-* :func:`init_publisher` (stream publisher): the same for the outbox publisher;
+* :func:`call_enricher.outbox.init_publisher` (stream publisher): the same for the outbox
+  publisher (it lives there so that the publisher imports nothing of the request path);
 * the callback receiver wires itself (functions/sinch_callbacks/app.py: no pydantic there).
 
 What they build is the process-wide object the handlers use (:func:`get_service`,
@@ -38,8 +39,7 @@ from call_enricher import snapstart
 from call_enricher.observability import MetricName, dimensioned_count, logger, metrics
 from call_enricher.settings import Settings, get_settings
 
-if TYPE_CHECKING:  # the stream publisher imports this module too: no enrichment for it
-    from call_enricher.outbox import OutboxPublisher
+if TYPE_CHECKING:
     from call_enricher.service import BatchReport, EnrichmentService
 
 _lock = threading.Lock()
@@ -203,22 +203,6 @@ def _snapstart_steps(service: EnrichmentService) -> None:
     snapstart.before_snapshot(drop_secret_and_sinch_connections)
     snapstart.after_restore(read_secret_again)
     snapstart.register_snapstart_hooks()
-
-
-def init_publisher() -> OutboxPublisher:
-    """INIT of the stream publisher: settings validated, the outbox publisher built with its
-    EventBridge and DynamoDB clients (and the spend watch's, when configured), installed as
-    the process-wide one (``outbox.set_outbox`` swaps it)."""
-    from call_enricher import outbox
-
-    publisher = outbox.build_outbox(get_settings())
-    publisher.publisher.client  # noqa: B018 - creates the EventBridge client
-    publisher.store.client  # noqa: B018 - the DynamoDB client (event-too-large records)
-    from call_enricher import events, items  # noqa: F401 - the per-record path's modules
-
-    outbox.set_outbox(publisher)
-    snapstart.register_snapstart_hooks()
-    return publisher
 
 
 def get_service() -> EnrichmentService:
