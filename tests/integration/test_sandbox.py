@@ -34,7 +34,14 @@ from call_enricher_tools.sandbox import (
     Sandbox,
     add_sandbox_command,
 )
-from call_enricher_tools.sandbox.records import PARTY_TYPES, REASONS, RESULTS, generate_records
+from call_enricher_tools.sandbox.records import (
+    BURST_CALLS,
+    PARTY_TYPES,
+    REASONS,
+    RESULTS,
+    generate_records,
+    risky_day,
+)
 
 
 @pytest.fixture
@@ -97,6 +104,35 @@ def test_seeded_records_cover_every_shape_and_are_deterministic() -> None:
     assert any(r.source.startswith("sample:") for r in first)
 
 
+def test_the_risky_seeds_are_appended_deterministic_and_assessed_as_the_issue_says() -> None:
+    # Given the records of one seed with and without the risky calls
+    plain = generate_records(7, 60, risky=False)
+    seeded = generate_records(7, 60)
+    # Then the other calls keep their IDs and bodies, the risky ones come last ...
+    assert [r.final for r in seeded[:60]] == [r.final for r in plain]
+    risky = seeded[60:]
+    assert [r.final for r in risky] == [r.final for r in generate_records(7, 60)[60:]]
+    kinds = [r.source for r in risky]
+    assert kinds == ["risky:premium-rate", "risky:satellite"] + ["risky:burst"] * BURST_CALLS
+    # ... all FINAL on one UTC day
+    enriched = [enrich(parse_call_record(json.dumps(r.final).encode())) for r in risky]
+    assert {e.time.utc_day for e in enriched} == {risky_day(7)}
+    assert not any(r.ongoing for r in risky)
+    # and assessed: the premium-rate and satellite calls high with both of their signals
+    codes = [(e.risk.level.value, [s.code for s in e.risk.signals]) for e in enriched]
+    assert codes[0] == ("high", ["premium-rate-destination", "high-rate"])
+    assert codes[1] == ("high", ["international-network-destination", "high-rate"])
+    # ... the burst's calls ordinary one by one, to different LV numbers
+    assert set(map(str, codes[2:])) == {str(("low", ["cross-border"]))}
+    burst = enriched[2:]
+    assert {e.parties.to.phone.country for e in burst} == {"LV"}
+    assert len({e.parties.to.phone.e164 for e in burst}) == BURST_CALLS
+    # ... each under the default policy's daily EUR 50 per number, together over EUR 250
+    debits = [e.money.debit.amount for e in burst]
+    assert max(debits) < 50
+    assert sum(debits) >= 250
+
+
 def test_every_seeded_record_fetched_with_signed_and_basic_auth_parses_and_enriches(
     sandbox: Sandbox,
 ) -> None:
@@ -119,7 +155,8 @@ def test_every_seeded_record_fetched_with_signed_and_basic_auth_parses_and_enric
                         countries.add(country)
     # ... with numbers from several countries
     assert len(countries) >= 5
-    assert sandbox.stats["requests"]["GET /calling/v1/calls/id/{callId} 200"] == 240
+    fetched = 2 * len(sandbox.call_ids("all"))  # 120 seeded, then the risky ones
+    assert sandbox.stats["requests"]["GET /calling/v1/calls/id/{callId} 200"] == fetched
 
 
 # -- authentication and errors ------------------------------------------------------------

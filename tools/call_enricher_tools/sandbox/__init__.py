@@ -24,7 +24,8 @@ Get Call, ``GET /calling/v1/calls/id/{callId}``:
 Control API (JSON, no authentication, for tests and demos):
 
 =========================================  ==================================================
-``GET  /_sandbox/calls?kind=K``            seeded calls; K = all, final, ongoing, unknown
+``GET  /_sandbox/calls?kind=K``            seeded calls; K = all, final, ongoing, unknown,
+                                           risky
 ``GET  /_sandbox/calls/{id}``              the body Get Call would serve now (no faults)
 ``POST /_sandbox/calls/{id}/script``       ``{"steps": ["503", "503", "ok"]}``
 ``POST /_sandbox/calls/{id}/end``          end the call now and send its DiCE

@@ -117,7 +117,8 @@ def _banner(sandbox: Any, out: TextIO) -> None:
         f"    export SINCH_APPLICATION_KEY={credentials.application_key}",
         f"    export SINCH_APPLICATION_SECRET={credentials.application_secret}",
         f"  calls              {len(sandbox.call_ids('final'))} FINAL, "
-        f"{len(sandbox.call_ids('ongoing'))} ONGOING (FINAL after {sandbox.ongoing_seconds:g} s)",
+        f"{len(sandbox.call_ids('ongoing'))} ONGOING (FINAL after {sandbox.ongoing_seconds:g} s)"
+        f", {len(sandbox.call_ids('risky'))} of them risky (premium-rate, satellite, a burst)",
         f"  faults             {_faults_text(sandbox)}; latency {sandbox.latency}",
         f"  callbacks          {sandbox.callback_url or 'off (--callback-url)'}",
     ]

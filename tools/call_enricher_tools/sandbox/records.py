@@ -9,6 +9,18 @@ currencies with a ``null`` currency and an integer ``0`` amount, and valid phone
 several countries (``phonenumbers``' example numbers with varied last digits, kept only when
 still valid).
 
+After them come a few *risky* calls (:func:`risky_records`, on by default, IDs of their own so
+the others keep theirs), all FINAL and all on one UTC day (:func:`risky_day`):
+
+* ``risky:premium-rate``: a GB mobile calling a UK premium-rate number (``+44 909 ...``) at
+  1.50 GBP/min for 12 minutes (risk ``high``: ``premium-rate-destination``, ``high-rate``);
+* ``risky:satellite``: a US number calling an Iridium satellite number (``+881 6...``) at
+  2.80 USD/min (risk ``high``: ``international-network-destination``, ``high-rate``);
+* ``risky:burst``: :data:`BURST_CALLS` long calls from one SE number to different LV mobiles
+  within an hour, each ordinary on its own (``low``: ``cross-border``; rate under the cap,
+  each number under its daily threshold) but together above the default policy's daily
+  EUR 250 for one country: the spend watch's ``Spend Threshold Crossed`` for ``country/LV``.
+
 A :class:`SeedRecord` is FINAL or ONGOING. An ONGOING one is served with ``status ONGOING``,
 ``result``/``reason`` ``N/A``, no duration and a zero debit until it ends; then its FINAL
 body (:attr:`SeedRecord.final`) is served.
@@ -202,6 +214,110 @@ def generated_record(seed: int, index: int, numbers: _Numbers | None = None) -> 
     return body
 
 
+BURST_CALLS = 8
+"""Calls of the seeded burst to one country (LV): about 288 EUR together, one threshold."""
+BURST_COUNTRY = "LV"
+RISKY_KINDS = ("premium-rate", "satellite", "burst")
+
+
+def risky_day(seed: int) -> str:
+    """The UTC day (``YYYY-MM-DD``) of every risky call of ``seed``."""
+    rng = keyed_rng(seed, "risky-day")
+    return f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
+
+
+def _valid_number(rng: random.Random, prefix: str, digits: int, kind: Any = None) -> str:
+    """A valid E.164 number: ``prefix`` and ``digits`` random digits (of type ``kind``)."""
+    import phonenumbers
+
+    for _ in range(200):
+        candidate = prefix + "".join(str(rng.randrange(10)) for _ in range(digits))
+        parsed = phonenumbers.parse(candidate)
+        if phonenumbers.is_valid_number(parsed) and (
+            kind is None or phonenumbers.number_type(parsed) == kind
+        ):
+            return candidate
+    raise RuntimeError(f"no valid number found under {prefix}")  # never: the ranges are valid
+
+
+def _risky_body(
+    call_id: str,
+    *,
+    caller: str,
+    callee: str,
+    timestamp: str,
+    minutes: int,
+    currency: str,
+    rate: str,
+) -> dict[str, Any]:
+    from decimal import Decimal
+
+    debit = Decimal(rate) * minutes
+    return {
+        "from": {"type": "number", "endpoint": caller},
+        "to": {"type": "number", "endpoint": callee},
+        "domain": "pstn",
+        "callId": call_id,
+        "duration": minutes * 60 - 7,
+        "status": "FINAL",
+        "result": "ANSWERED",
+        "reason": "CALLERHANGUP",
+        "timestamp": timestamp,
+        "custom": "",
+        "userRate": {"currencyId": currency, "amount": float(rate)},
+        "debit": {"currencyId": currency, "amount": float(debit)},
+    }
+
+
+def risky_records(seed: int) -> list[SeedRecord]:
+    """The risky calls of ``seed`` (see the module docstring), deterministic."""
+    import phonenumbers
+
+    rng = keyed_rng(seed, "risky")
+    day = risky_day(seed)
+    out: list[SeedRecord] = []
+
+    def add(kind: str, **fields: Any) -> None:
+        call_id = make_call_id(seed, len(out), "risky")
+        out.append(SeedRecord(call_id, _risky_body(call_id, **fields), source=f"risky:{kind}"))
+
+    add(
+        "premium-rate",
+        caller=_valid_number(rng, "+4474", 8),
+        callee=_valid_number(rng, "+44909", 7, phonenumbers.PhoneNumberType.PREMIUM_RATE),
+        timestamp=f"{day}T01:12:09",
+        minutes=12,
+        currency="GBP",
+        rate="1.50",
+    )
+    add(
+        "satellite",
+        caller=_valid_number(rng, "+1415", 7),
+        callee=_valid_number(rng, "+8816", 8),
+        timestamp=f"{day}T01:31:44",
+        minutes=5,
+        currency="USD",
+        rate="2.80",
+    )
+    caller = _valid_number(rng, "+4670", 7)
+    callees: list[str] = []
+    while len(callees) < BURST_CALLS:
+        number = _valid_number(rng, "+3712", 7)
+        if number not in callees:
+            callees.append(number)
+    for index, callee in enumerate(callees):
+        add(
+            "burst",
+            caller=caller,
+            callee=callee,
+            timestamp=f"{day}T03:{index * 7:02d}:{rng.randrange(60):02d}",
+            minutes=75 + rng.randrange(11),  # 75-85 min at 0.45: 33.75-38.25 EUR each
+            currency="EUR",
+            rate="0.45",
+        )
+    return out
+
+
 def load_samples(directory: Path = SAMPLES_DIR) -> list[tuple[str, dict[str, Any]]]:
     """The sample bodies of ``events/sinch/`` that carry a call ID, by file name."""
     samples = []
@@ -222,8 +338,10 @@ def generate_records(
     *,
     ongoing_fraction: float = 0.1,
     include_samples: bool = True,
+    risky: bool = True,
 ) -> list[SeedRecord]:
-    """``count`` seeded records (samples first), ``ongoing_fraction`` of them ONGOING."""
+    """``count`` seeded records (samples first), ``ongoing_fraction`` of them ONGOING, then
+    (``risky``) the :func:`risky_records` of ``seed``."""
     if count < 0:
         raise ValueError("count must be >= 0")
     if not 0 <= ongoing_fraction <= 1:
@@ -260,4 +378,6 @@ def generate_records(
             }
         out.append(SeedRecord(record_call_id(body), body, ongoing=ongoing))
         index += 1
+    if risky:
+        out.extend(risky_records(seed))
     return out

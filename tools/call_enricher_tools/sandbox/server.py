@@ -41,7 +41,7 @@ from call_enricher_tools.sinch_standin import (
 __all__ = ["NonLoopbackHostError", "Sandbox", "sandbox_credentials"]
 
 CONTROL_PREFIX = "/_sandbox/"
-CALL_KINDS = ("all", "final", "ongoing", "unknown")
+CALL_KINDS = ("all", "final", "ongoing", "unknown", "risky")
 
 _ERROR_MESSAGES = {
     429: (42900, "Capacity exceeded"),
@@ -78,6 +78,8 @@ class Sandbox(Answerer):
         callback_scheme: the Authorization scheme word of callbacks (``application``).
         ongoing_seconds: how long an ONGOING call stays ONGOING.
         ongoing_fraction: the share of generated calls that start ONGOING.
+        risky: also seed the risky calls (a premium-rate destination, a satellite number, a
+            burst to one country; see :func:`~.records.risky_records`).
         ongoing_from: ``"start"`` (the clock starts when the sandbox starts) or
             ``"first-request"`` (when the call is first asked about; for long runs).
         dice_on_ongoing_end: send a DiCE when an ONGOING call turns FINAL by itself
@@ -103,6 +105,7 @@ class Sandbox(Answerer):
         callback_attempts: int = 3,
         ongoing_seconds: float = 10.0,
         ongoing_fraction: float = 0.1,
+        risky: bool = True,
         ongoing_from: str = "start",
         dice_on_ongoing_end: bool = True,
         hang_seconds: float = 30.0,
@@ -133,7 +136,8 @@ class Sandbox(Answerer):
         self.dice_on_ongoing_end = dice_on_ongoing_end
         self.clock = clock
         self._records: dict[str, SeedRecord] = {
-            r.call_id: r for r in generate_records(seed, records, ongoing_fraction=ongoing_fraction)
+            r.call_id: r
+            for r in generate_records(seed, records, ongoing_fraction=ongoing_fraction, risky=risky)
         }
         self._unknown = unknown_call_ids(seed, max(10, records // 20))
         self._lock = threading.RLock()
@@ -191,14 +195,17 @@ class Sandbox(Answerer):
     # -- what is seeded --------------------------------------------------------------------
 
     def call_ids(self, kind: str = "all") -> list[str]:
-        """Seeded call IDs: ``all``, ``final`` (FINAL now), ``ongoing`` (ONGOING now) or
-        ``unknown`` (well-formed IDs the sandbox answers 404 for)."""
+        """Seeded call IDs: ``all``, ``final`` (FINAL now), ``ongoing`` (ONGOING now),
+        ``unknown`` (well-formed IDs the sandbox answers 404 for) or ``risky`` (the risky
+        calls, last of ``all`` and ``final``; their :attr:`SeedRecord.source` says which)."""
         if kind not in CALL_KINDS:
             raise ValueError(f"kind must be one of {', '.join(CALL_KINDS)}")
         if kind == "unknown":
             return list(self._unknown)
         if kind == "all":
             return list(self._records)
+        if kind == "risky":
+            return [cid for cid, r in self._records.items() if r.source.startswith("risky:")]
         want_ongoing = kind == "ongoing"
         return [cid for cid in self._records if self.is_ongoing(cid) == want_ongoing]
 
