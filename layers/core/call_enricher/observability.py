@@ -46,6 +46,7 @@ class MetricName(StrEnum):
     EVENTS_PUBLISHED = "EventsPublished"  # by the stream publisher only
     EVENTS_PUBLISHED_BY_TYPE = "EventsPublishedByType"  # with a `detailType` dimension
     EVENTS_REJECTED = "EventsRejected"  # alarmed on: EventBridge can never accept the event
+    CALLS_BY_RISK_LEVEL = "CallsByRiskLevel"  # new FINAL versions, with a `riskLevel` dimension
 
 
 class TracerLike(Protocol):

@@ -253,6 +253,15 @@ def emit_batch_metrics(report: BatchReport) -> None:
             name=MetricName.SINCH_FAILURES, unit=MetricUnit.Count, value=sinch_failures
         )
 
+    levels: dict[str, int] = {}  # the risk of each version stored now (not of one served)
+    for result in report.results.values():
+        if result.outcome.value == "enriched" and result.stored is not None:
+            level = ((result.stored.record or {}).get("risk") or {}).get("level")
+            if isinstance(level, str):
+                levels[level] = levels.get(level, 0) + 1
+    for level, count in levels.items():
+        dimensioned_count(MetricName.CALLS_BY_RISK_LEVEL, count, "riskLevel", level)
+
     statuses: dict[str, int] = {}
     retries = 0
     for attempt in report.sinch_attempts:
