@@ -13,10 +13,14 @@ The mix includes an unknown call posted twice (one failure state, so one ``Call 
 Failed``, reason ``call-not-found``, and ``GET /calls/{id}`` answers 200 with that failure), a
 call whose first Sinch answers are 503 so that its message fails, reappears after the local
 visibility timeout and then succeeds, and an ONGOING call that turns FINAL (re-checked after
-``RECHECK_BASE_DELAY_SECONDS=1``). Every event comes from the calls table's stream (the
-table is the outbox). Progress is printed as the events arrive on the subscriber queue; then
+``RECHECK_BASE_DELAY_SECONDS=1``), and the sandbox's risky calls: a premium-rate and a
+satellite destination (flagged ``high`` with their signal codes) and a burst of calls to one
+country that crosses the default policy's daily spend threshold for it (one ``Spend
+Threshold Crossed``). Every event comes from the calls table's stream (the table is the
+outbox). Progress is printed as the events arrive on the subscriber queue; then
 a table of the records (masked numbers only) and the events, and everything is stopped. Exit
-status 0 when every ID reached its expected terminal state with one event per state change.
+status 0 when every ID reached its expected terminal state with one event per state change,
+the premium-rate call was flagged ``high`` and exactly one ``Spend Threshold Crossed`` came.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, TextIO
 from call_enricher_tools.demo import render_table, row
 from call_enricher_tools.local.poller import Invocation
 from call_enricher_tools.local.runner import LocalPipeline, PipelineOptions
+from call_enricher_tools.local.up import FLAGGED_LEVELS, describe_crossing, risk_flag
 
 DEMO_TIMEOUT_SECONDS = 60.0
 DEMO_VISIBILITY_TIMEOUT = 8
@@ -40,7 +45,19 @@ DEMO_VISIBILITY_TIMEOUT = 8
 machine (a shorter one hands a slow batch's messages out again while it still runs)."""
 DEMO_SANDBOX = {"seed": 1, "records": 40}
 """The sandbox's seed and size: the same seeded calls (and local test credentials) each run."""
-COLUMNS = ("call", "from", "to", "outcome", "ended by", "duration", "cost", "status", "entry")
+COLUMNS = (
+    "call",
+    "from",
+    "to",
+    "outcome",
+    "ended by",
+    "duration",
+    "cost",
+    "status",
+    "entry",
+    "risk",
+)
+SPEND_CROSSED = "Spend Threshold Crossed"
 
 
 @dataclass
@@ -55,6 +72,8 @@ class Tracked:
     failure: dict[str, Any] | None = None
     failure_events: int = 0
     statuses: list[str] = field(default_factory=list)
+    risky: str = ""
+    """The sandbox's kind of a risky call (``premium-rate``, ``satellite``, ``burst``)."""
 
     @property
     def done(self) -> bool:
@@ -65,6 +84,12 @@ class Tracked:
         if self.expect == "FINAL":
             return self.final_detail is not None
         return self.failure is not None and self.failure.get("reason") == self.expect
+
+    @property
+    def risk(self) -> dict[str, Any]:
+        """The FINAL record's ``risk`` (empty before it came)."""
+        detail = self.final_detail or {}
+        return dict((detail.get("record") or {}).get("risk") or {})
 
 
 class DemoError(Exception):
@@ -128,12 +153,16 @@ def run_demo(
         pipeline.stop()
     failed = [t for t in tracked if not t.as_expected or t.failure_events > 1]
     elapsed = time.monotonic() - started
-    if failed:
-        for t in failed:
-            print(f"error: {t.call_id} did not end as expected ({t.expect})", file=stderr)
+    problems = [f"{t.call_id} did not end as expected ({t.expect})" for t in failed]
+    problems += _risk_problems(tracked, events)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=stderr)
         return 1
     print(
-        f"\nAll {len(tracked)} calls reached their terminal state in {elapsed:.1f} s.", file=stdout
+        f"\nAll {len(tracked)} calls reached their terminal state in {elapsed:.1f} s;"
+        " the risky calls flagged and one spend threshold crossed, as expected.",
+        file=stdout,
     )
     print(f"Stopped everything. The handlers' own logs are in {log_file}.", file=stdout)
     print("`call-enricher local up` runs the same stack until Ctrl-C.", file=stdout)
@@ -222,8 +251,52 @@ def _send_everything(pipeline: LocalPipeline, out: TextIO) -> list[Tracked]:
 
     sandbox.end_call(final_ids[5])
     print(f"callback  sandbox call {_short(final_ids[5])} ended -> signed DiCE sent", file=out)
+
+    risky = _send_risky(pipeline)
+    burst = [t for t in risky if t.risky == "burst"]
+    print(
+        f"queue     SendMessageBatch: {len(risky)} risky calls (a premium-rate number,"
+        f" a satellite number, a burst of {len(burst)} calls to one country)",
+        file=out,
+    )
     print(file=out)
-    return tracked
+    return tracked + risky
+
+
+RISKY_NOTES = {
+    "premium-rate": "risky: a UK premium-rate number at 1.50 GBP/min",
+    "satellite": "risky: a satellite number (+881) at 2.80 USD/min",
+}
+
+
+def _send_risky(pipeline: LocalPipeline) -> list[Tracked]:
+    """The sandbox's risky calls, in one SendMessageBatch (at most 10 entries)."""
+    sandbox = pipeline.sandbox
+    stack = pipeline.require_stack()
+    risky = [
+        Tracked(
+            call_id,
+            "queue",
+            "FINAL",
+            note=RISKY_NOTES.get(kind, ""),
+            risky=kind,
+        )
+        for call_id in sandbox.call_ids("risky")
+        for kind in [sandbox.record(call_id).source.removeprefix("risky:")]
+    ]
+    if not any(t.risky == "premium-rate" for t in risky) or not risky or len(risky) > 10:
+        raise DemoError("the sandbox does not seed the risky calls the demo expects")
+    stack.client("sqs").send_message_batch(
+        QueueUrl=stack.queue_url,
+        Entries=[
+            {
+                "Id": str(i),
+                "MessageBody": json.dumps({"callId": t.call_id, "context": {"demo": "risky"}}),
+            }
+            for i, t in enumerate(risky)
+        ],
+    )
+    return risky
 
 
 def _http(method: str, url: str, payload: dict[str, Any] | None) -> tuple[int, Any]:
@@ -255,34 +328,60 @@ def _follow(
 ) -> list[dict[str, Any]]:
     stack = pipeline.require_stack()
     by_id = {t.call_id: t for t in tracked}
+    burst = [t for t in tracked if t.risky == "burst"]
     events: list[dict[str, Any]] = []
     print("Events on the bus (as a subscriber sees them):", file=out)
     deadline = started + timeout_seconds
-    while not all(t.done for t in tracked) and time.monotonic() < deadline:
+
+    def finished() -> bool:
+        crossed = any(e.get("detail-type") == SPEND_CROSSED for e in events)
+        return all(t.done for t in tracked) and (crossed or not burst)
+
+    while not finished() and time.monotonic() < deadline:
         for envelope in stack.receive_events(wait_seconds=1):
             events.append(envelope)
             detail = envelope.get("detail", {})
             call_id = detail.get("callId")
             item = by_id.get(call_id or "")
             kind = envelope.get("detail-type", "?")
+            if kind == SPEND_CROSSED:
+                print(_line(started, kind, "", describe_crossing(detail)), file=out)
+                continue
             if kind == "Call Enriched":
                 status = str(detail.get("status"))
                 text = f"status {status}, version {detail.get('version', '?')}"
+                flag = risk_flag(detail.get("record") or {})
+                if flag:
+                    text += f"  {flag}"
                 if item is not None:
                     item.statuses.append(status)
                     if status == "FINAL":
                         item.final_detail = detail
+                if item is not None and item.risky == "burst":
+                    # the burst in one line, when its last call is in
+                    if status == "FINAL" and all(t.final_detail for t in burst):
+                        country = _callee_country(detail)
+                        text = f"all {len(burst)} FINAL, to {country}"
+                        print(
+                            _line(started, f"Call Enriched x{len(burst)}", "burst", text), file=out
+                        )
+                    continue
             else:
                 text = f"reason {detail.get('reason')}"
                 if item is not None:
                     item.failure = detail
                     item.failure_events += 1
-            print(
-                f"  {time.monotonic() - started:5.1f} s  {kind:<23} "
-                f"{_short(call_id) if call_id else '-':<14} {text}",
-                file=out,
-            )
+            print(_line(started, kind, _short(call_id) if call_id else "-", text), file=out)
     return events
+
+
+def _line(started: float, kind: str, call: str, text: str) -> str:
+    return f"  {time.monotonic() - started:5.1f} s  {kind:<23} {call:<14} {text}"
+
+
+def _callee_country(detail: dict[str, Any]) -> str:
+    to = ((detail.get("record") or {}).get("parties") or {}).get("to") or {}
+    return str((to.get("phone") or {}).get("country") or "?")
 
 
 def _settle(pipeline: LocalPipeline, out: TextIO, started: float) -> list[dict[str, Any]]:
@@ -296,11 +395,10 @@ def _settle(pipeline: LocalPipeline, out: TextIO, started: float) -> list[dict[s
     late = stack.receive_events(wait_seconds=1)
     for envelope in late:
         detail = envelope.get("detail", {})
-        print(
-            f"  {time.monotonic() - started:5.1f} s  {envelope.get('detail-type', '?'):<23} "
-            f"{_short(str(detail.get('callId') or '-')):<14} (late)",
-            file=out,
-        )
+        kind = envelope.get("detail-type", "?")
+        text = describe_crossing(detail) if kind == SPEND_CROSSED else ""
+        call = "" if kind == SPEND_CROSSED else _short(str(detail.get("callId") or "-"))
+        print(_line(started, kind, call, f"{text} (late)".strip()), file=out)
     return late
 
 
@@ -339,25 +437,57 @@ def _report(
     from call_enricher.enrichment import EnrichedCall
 
     rows: list[tuple[str, ...]] = []
+    burst = [t for t in tracked if t.risky == "burst"]
     for t in tracked:
+        if t.risky == "burst":
+            continue  # summed up below the table
         if t.final_detail is not None:
             record = EnrichedCall.model_validate(t.final_detail["record"])
-            rows.append((*row(record), t.entry))
+            rows.append((*row(record), t.entry, str(t.risk.get("level", "-"))))
         elif t.failure is not None:
             reason = str(t.failure.get("reason"))
             rows.append(
-                (_short(t.call_id), "-", "-", f"failed: {reason}", "-", "-", "-", "-", t.entry)
+                (_short(t.call_id), "-", "-", f"failed: {reason}", "-", "-", "-", "-", t.entry, "-")
             )
         else:
             rows.append(
-                (_short(t.call_id), "-", "-", "(no terminal state)", "-", "-", "-", "-", t.entry)
+                (
+                    _short(t.call_id),
+                    "-",
+                    "-",
+                    "(no terminal state)",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    t.entry,
+                    "-",
+                )
             )
     print("\nEnriched records (numbers masked):\n", file=out)
     print(render_table(rows, COLUMNS), file=out)
+    if burst:
+        print(f"  + {_burst_summary(burst)}", file=out)
     notes = [f"  {_short(t.call_id)}  {t.note}" for t in tracked if t.note]
     if notes:
         print("\nNotes:", file=out)
         print("\n".join(notes), file=out)
+    flagged = [t for t in tracked if t.risk.get("level") in FLAGGED_LEVELS]
+    if flagged:
+        print("\nFlagged calls (risk medium or high; route on detail.record.risk.level):", file=out)
+        for t in flagged:
+            print(f"  {_short(t.call_id)}  {t.risk['level']}", file=out)
+            for signal in t.risk.get("signals") or ():
+                print(
+                    f"    {signal.get('code'):<34} {signal.get('level'):<6} {signal.get('detail')}",
+                    file=out,
+                )
+    crossings = [e["detail"] for e in events if e.get("detail-type") == SPEND_CROSSED]
+    if crossings:
+        print("\nDaily spend thresholds crossed (once per key, day and threshold):", file=out)
+        for detail in crossings:
+            print(f"  {detail.get('eventId')}", file=out)
+            print(f"    {describe_crossing(detail)}", file=out)
     retried = sum(1 for i in invocations for c in i.receive_counts.values() if c > 1)
     reported = sum(len(i.failed_ids) for i in invocations if i.error is None)
     print(
@@ -365,6 +495,43 @@ def _report(
         f"{reported} message(s) reported for retry, {retried} redelivered.",
         file=out,
     )
+
+
+def _burst_summary(burst: list[Tracked]) -> str:
+    """``8 burst calls to LV, 282.15 EUR, each risk low (cross-border)``."""
+    from decimal import Decimal
+
+    spend: dict[str, Decimal] = {}
+    countries: set[str] = set()
+    levels: set[str] = set()
+    codes: set[str] = set()
+    for t in burst:
+        record = (t.final_detail or {}).get("record") or {}
+        debit = (record.get("money") or {}).get("debit") or {}
+        if debit.get("amount") is not None and debit.get("currency"):
+            currency = str(debit["currency"])
+            spend[currency] = spend.get(currency, Decimal(0)) + Decimal(str(debit["amount"]))
+        countries.add(_callee_country(t.final_detail or {}))
+        levels.add(str(t.risk.get("level", "?")))
+        codes.update(str(s.get("code")) for s in t.risk.get("signals") or ())
+    money = ", ".join(f"{amount} {currency}" for currency, amount in spend.items())
+    return (
+        f"{len(burst)} burst calls to {', '.join(sorted(countries))} on one day, {money}"
+        f" together; each risk {'/'.join(sorted(levels))} ({', '.join(sorted(codes)) or '-'})"
+    )
+
+
+def _risk_problems(tracked: list[Tracked], events: list[dict[str, Any]]) -> list[str]:
+    """What the risk part of the demo missed: the flagged call, the one spend crossing."""
+    problems = [
+        f"the {t.risky} call {t.call_id} was not flagged high ({t.risk})"
+        for t in tracked
+        if t.risky in ("premium-rate", "satellite") and t.risk.get("level") != "high"
+    ]
+    ids = [e["detail"].get("eventId") for e in events if e.get("detail-type") == SPEND_CROSSED]
+    if any(t.risky == "burst" for t in tracked) and len(ids) != 1:
+        problems.append(f"expected one Spend Threshold Crossed event, got {len(ids)}: {ids}")
+    return problems
 
 
 def _short(call_id: str) -> str:

@@ -5,7 +5,9 @@ Starts the Sinch sandbox, moto (with template.yaml's resources), the HTTP API on
 mapping: every event comes from the calls table's stream); prints where everything
 listens, the environment variables that point the AWS CLI / boto3 / ``call-enricher
 submit`` at it, and then one line per queue-handler invocation and per event a consumer
-receives, and one line per message that moves to the dead-letter queue, with its call's
+receives (a call of medium or high risk marked with its signals, ``[risk high:
+premium-rate-destination, high-rate]``; a ``Spend Threshold Crossed`` with its key, threshold
+and figures), and one line per message that moves to the dead-letter queue, with its call's
 last stored error (``lastError``). While it runs, ``call-enricher ops --local`` commands
 (``status``, ``dlq list``, ``dlq redrive``, ``replay``) work against it: its outputs and
 endpoint are recorded for them (:func:`call_enricher_tools.ops.write_local_state`). Ctrl-C
@@ -130,6 +132,16 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
             f"  Sinch             REAL, region {stack.parameters['SinchRegion']} "
             "(credentials from SINCH_APPLICATION_KEY / SINCH_APPLICATION_SECRET)"
         ]
+    risky = sandbox.call_ids("risky") if sandbox is not None else []
+    risky_lines = (
+        [
+            "  the sandbox's risky calls (two flagged high; a burst to one country that crosses"
+            " a daily spend threshold):",
+            f"  call-enricher submit --queue-url $QUEUE_URL {' '.join(risky)}",
+        ]
+        if risky
+        else []
+    )
     lines = [
         f"call-enricher local stack up in {elapsed:.1f} s (everything on 127.0.0.1)",
         "",
@@ -166,6 +178,7 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"  curl -s -X POST {pipeline.api_url}/calls -H 'content-type: application/json' "
         f'-d \'{{"callIds": ["{sample}"]}}\'',
         f"  curl -s {pipeline.api_url}/calls/{sample}",
+        *risky_lines,
         "",
         "Ctrl-C stops everything.",
     ]
@@ -233,18 +246,60 @@ def describe_dead_letter(letter: Any) -> str:
     return f"[dlq] message {letter.message_id[:12]}… (call {call}) moved to the DLQ: {letter.state}"
 
 
+FLAGGED_LEVELS = ("medium", "high")
+"""Risk levels the console marks (``low`` is informational: cross-border, withheld caller)."""
+
+
 def describe_event(envelope: Mapping[str, Any]) -> str:
-    """One line per event: type, call, status or reason, entry path (no phone numbers)."""
+    """One line per event: type, call, status or reason, entry path (no phone numbers); a
+    call whose risk is medium or high is marked ``[risk high: code, code]``."""
     detail = envelope.get("detail", {})
     kind = envelope.get("detail-type", "?")
+    if kind == "Spend Threshold Crossed":
+        return f"[event] {kind}: {describe_crossing(detail)}"
     call_id = detail.get("callId") or f"({detail.get('rawCallId') or 'no call ID'})"
     if kind == "Call Enriched":
         record = detail.get("record", {})
         outcome = record.get("outcome", {}).get("outcome", "?")
         what = f"{detail.get('status')} v{detail.get('version')} {outcome}"
+        flag = risk_flag(record)
+        if flag:
+            what += f" {flag}"
     else:
         what = f"{detail.get('reason')}: {detail.get('message', '')}"[:120]
     return f"[event] {kind}: {call_id} {what} (entry {detail.get('entryPath') or '?'})"
+
+
+def risk_flag(record: Mapping[str, Any]) -> str:
+    """``[risk high: premium-rate-destination, high-rate]`` for a flagged record, else ``""``."""
+    risk = record.get("risk") or {}
+    level = risk.get("level")
+    if level not in FLAGGED_LEVELS:
+        return ""
+    codes = [str(signal.get("code")) for signal in risk.get("signals") or ()]
+    return f"[risk {level}: {', '.join(codes)}]"
+
+
+def describe_crossing(detail: Mapping[str, Any]) -> str:
+    """``country LV reached 250 EUR on 2026-04-13 (282.15 EUR, 8 calls; call 5aaa216a… v1)``:
+    the key (a called number only as the start of its keyed hash), the threshold, the day's
+    figures and the call whose version reached it."""
+    kind, key = detail.get("keyKind", "?"), str(detail.get("key", "?"))
+    if kind == "number":
+        key = key[:8] + "…"
+    if detail.get("metric") == "calls":
+        threshold = f"{detail.get('threshold')} calls"
+    else:
+        threshold = f"{detail.get('threshold')} {detail.get('currency')}"
+    spend = ", ".join(
+        f"{amount} {currency}" for currency, amount in (detail.get("spend") or {}).items()
+    )
+    figures = ", ".join(part for part in (spend, f"{detail.get('calls')} calls") if part)
+    call = str(detail.get("callId", "?"))
+    return (
+        f"{kind} {key} reached {threshold} on {detail.get('day')} ({figures};"
+        f" call {call[:8]}… v{detail.get('version')})"
+    )
 
 
 # -- command line --------------------------------------------------------------------------
