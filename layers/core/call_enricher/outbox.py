@@ -9,9 +9,13 @@ The stream (new and old images) is the only source of events. For each stream re
   at most once, so a call's events are accepted in the order of its changes;
 * deterministic event IDs (built from the images): a retried or replayed record carries
   the same ID, which consumers dedupe on;
-* the first change that cannot be published stops the batch there: it and every later
-  change are reported failed (the event source mapping retries from it, bisects, then
-  sends it to the on-failure queue), and nothing after it is published ahead of it;
+* the first change that cannot be published stops the batch there: no later request is
+  sent, and it and the later changes that announce something are reported failed (the
+  event source mapping retries from the lowest failed record, bisects, then sends it to the
+  on-failure queue). A call's later change is never published ahead of it (a call appears
+  once per request); other calls' entries that shared its request were accepted already and
+  go out again on the retry, with the same event IDs (the at-least-once window consumers
+  dedupe on ``detail.eventId``);
 * an event EventBridge can never accept (over 256 KB, rejected as malformed) is not retried:
   a ``Call Enriched`` one becomes the call's failure state (``event-too-large`` /
   ``event-rejected``, written conditionally on that version), which the stream announces in
