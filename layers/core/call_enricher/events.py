@@ -265,11 +265,12 @@ class CallEnrichmentFailedDetail(_Detail):
             pattern=_REASON_PATTERN,
             description=(
                 "Stable kebab-case reason code: `call-not-found`, `invalid-record`,"
-                " `invalid-call-id`, `malformed-message`, `sinch-rejected`, `sinch-auth`,"
-                " `configuration-error`, `permanent-error`, `not-final-in-time`,"
-                " `event-too-large` (the record is stored but its `Call Enriched` event is over"
-                " EventBridge's 256 KB), `event-rejected`, ... Open set: consumers must accept"
-                " codes they do not know."
+                " `invalid-call-id`, `malformed-message`, `sinch-rejected`, `permanent-error`,"
+                " `not-final-in-time`, `event-too-large` (the record is stored but its `Call"
+                " Enriched` event is over EventBridge's 256 KB), `event-rejected`. Errors an"
+                " operator must fix (`sinch-auth`, `configuration-error`) and transient ones"
+                " are retried, then the DLQ: never announced as failures. Open set: consumers"
+                " must accept codes they do not know."
             ),
             examples=["call-not-found", "not-final-in-time"],
         ),
@@ -280,7 +281,8 @@ class CallEnrichmentFailedDetail(_Detail):
             alias="errorClass",
             description=(
                 "Class of the failure: `permanent` (retrying cannot help), `not-found` (Sinch"
-                " does not know the call), `not-final` (still ONGOING), `transient`."
+                " does not know the call), `not-final` (still ONGOING). (`transient` is in the"
+                " enumeration for completeness; transient errors are retried, never announced.)"
             ),
         ),
     ]
