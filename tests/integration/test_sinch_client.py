@@ -25,7 +25,12 @@ from call_enricher.sinch.auth import (
     SinchCredentials,
     basic_authorization,
 )
-from call_enricher.sinch.client import GET_CALL_PATH, AttemptInfo, parse_retry_after
+from call_enricher.sinch.client import (
+    GET_CALL_PATH,
+    NOT_FOUND_HINT,
+    AttemptInfo,
+    parse_retry_after,
+)
 from tests.integration.conftest import TEST_KEY, TEST_SECRET, TEST_SECRET_BYTES
 from tests.support.fake_sinch import FakeSinch, RecordedRequest, Reply
 
@@ -180,6 +185,8 @@ def test_error_code_as_numeric_string_is_accepted(fake_sinch, make_client):
         make_client().get_call(CALL_ID)
     assert caught.value.sinch_error_code == 40400
     assert "Call not found" in str(caught.value)
+    # And the message says why an app-to-app call is never found
+    assert str(caught.value).endswith(NOT_FOUND_HINT)
 
 
 @pytest.mark.parametrize(
@@ -210,18 +217,14 @@ def test_empty_html_or_odd_error_bodies_are_classified_by_status(
 @pytest.mark.parametrize(
     ("reply", "problem"),
     [
-        (Reply(status=200, body=b'{"callId": "x", '), "not JSON"),
-        (Reply(status=200, body=b"<html>hi</html>", content_type="text/html"), "not JSON"),
         (Reply.json([RECORD]), "not an object"),
         (Reply.json("FINAL"), "not an object"),
-        (Reply(status=200, body=b""), "empty"),
-        (Reply(status=200, body=b"\xff\xfe\x00garbage"), "not JSON"),
     ],
 )
-def test_a_200_that_is_not_a_json_object_is_an_invalid_record(
+def test_a_200_that_is_json_but_not_an_object_is_an_invalid_record(
     fake_sinch, make_client, reply, problem
 ):
-    # Given a 200 whose body is not a record
+    # Given a 200 whose body is JSON but not a record
     fake_sinch.on_call(CALL_ID, reply)
     # Then the client raises InvalidRecordError at once (retrying cannot fix it)
     with pytest.raises(errors.InvalidRecordError) as caught:
@@ -229,6 +232,37 @@ def test_a_200_that_is_not_a_json_object_is_an_invalid_record(
     assert problem in str(caught.value)
     assert caught.value.http_status == 200
     assert len(fake_sinch.requests) == 1
+
+
+GARBLED_200S = [
+    pytest.param(Reply(status=200, body=b'{"callId": "x", '), "not JSON", id="cut-short"),
+    pytest.param(
+        Reply(status=200, body=b"<html>hi</html>", content_type="text/html"), "not JSON", id="html"
+    ),
+    pytest.param(Reply(status=200, body=b""), "empty", id="empty"),
+    pytest.param(Reply(status=200, body=b"\xff\xfe\x00garbage"), "not JSON", id="binary"),
+]
+
+
+@pytest.mark.parametrize(("reply", "problem"), GARBLED_200S)
+def test_a_200_that_is_not_json_at_all_is_a_garbled_response(
+    fake_sinch, make_client, reply, problem
+):
+    # Given a 200 whose body is not JSON (the transport failed, not the record)
+    fake_sinch.on_call(CALL_ID, reply)
+    # Then the client raises the transient SinchGarbledResponseError
+    with pytest.raises(errors.SinchGarbledResponseError) as caught:
+        make_client(max_attempts=1).get_call(CALL_ID)
+    assert problem in str(caught.value)
+    assert caught.value.http_status == 200
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize(("reply", "problem"), GARBLED_200S)
+def test_a_garbled_200_is_asked_again(fake_sinch, make_client, sleeps, reply, problem):
+    fake_sinch.on_call(CALL_ID, reply, Reply.json(RECORD))
+    assert make_client().get_call(CALL_ID).attempts == 2
+    assert len(fake_sinch.requests) == 2
 
 
 def test_an_oversized_200_body_is_not_read_into_memory(fake_sinch, make_client):
@@ -302,16 +336,28 @@ def test_429_with_retry_after_seconds_waits_that_long(fake_sinch, make_client, s
 
 
 def test_429_with_retry_after_http_date_is_honoured(fake_sinch, make_client, sleeps):
-    # Given a Retry-After given as an HTTP-date 30 seconds ahead
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    # Given a client whose wall clock reads 07:28:00.25, and a Retry-After HTTP-date 30 s on
+    now = datetime(2015, 10, 21, 7, 28, 0, 250000, tzinfo=UTC)
+    when = format_datetime(datetime(2015, 10, 21, 7, 28, 30, tzinfo=UTC), usegmt=True)
     fake_sinch.on_call(
         CALL_ID, Reply.error(429, 42901, headers={"Retry-After": when}), Reply.json(RECORD)
     )
     # When the client asks (no deadline)
-    make_client().get_call(CALL_ID)
-    # Then it slept until about that date (HTTP-dates have 1 s resolution)
-    (slept,) = sleeps.calls
-    assert 27.0 <= slept <= 30.0
+    make_client(now=lambda: now).get_call(CALL_ID)
+    # Then it slept exactly until that date, measured on its own clock
+    assert sleeps.calls == [29.75]
+
+
+def test_a_retry_after_http_date_in_the_past_waits_only_the_backoff(
+    fake_sinch, make_client, sleeps
+):
+    # Given a Retry-After HTTP-date 5 s before the client's wall clock
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+    when = format_datetime(now - timedelta(seconds=5), usegmt=True)
+    fake_sinch.on_call(CALL_ID, Reply.error(503, headers={"Retry-After": when}), Reply.json(RECORD))
+    # When the client asks, Then it waits the jittered backoff (0.5 * 0.2 s), not the date
+    make_client(now=lambda: now).get_call(CALL_ID)
+    assert sleeps.calls == [0.1]
 
 
 def test_503_retry_after_is_honoured_too(fake_sinch, make_client, sleeps):

@@ -80,6 +80,7 @@ __all__ = [
     "MAX_REDIRECTS",
     "MAX_RESPONSE_BYTES",
     "MAX_RETRY_AFTER_SECONDS",
+    "NOT_FOUND_HINT",
     "USER_AGENT",
     "AttemptInfo",
     "CredentialsSource",
@@ -222,6 +223,18 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (moment - current).total_seconds())
 
 
+NOT_FOUND_HINT: Final = (
+    " (Get Call serves only calls from an app to the PSTN or SIP;"
+    " an app-to-app call is never found)"
+)
+"""Appended to a 404's message: Sinch's Get Call serves only calls terminating to PSTN or
+SIP networks from an in-app call, so an app-to-app call's ID is never found."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 _STATUS_ERRORS: Final[dict[int, type[errors.CallEnricherError]]] = {
     400: errors.SinchRejectedError,
     401: errors.SinchAuthError,
@@ -255,6 +268,8 @@ class SinchClient:
         on_attempt: called after every attempt with an :class:`AttemptInfo` (metrics);
             its exceptions are logged and swallowed.
         sleep, clock, random: injectable for tests (``clock`` is also the deadline's clock).
+        now: the wall clock (an aware UTC ``datetime``) a ``Retry-After`` HTTP-date is
+            measured against; injectable for tests.
 
     Raises:
         ConfigurationError: invalid base URL, parameters or (fixed) credentials.
@@ -276,6 +291,7 @@ class SinchClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         problems = [
             name
@@ -316,6 +332,7 @@ class SinchClient:
         self._sleep = sleep
         self._clock = clock
         self._random = random
+        self._now = now or _utc_now
         self._session = self._new_session(pool_size)
 
     @staticmethod
@@ -662,13 +679,12 @@ class SinchClient:
             raise invalid(f"JSON that is not an object ({type(data).__name__})")
         return data
 
-    @staticmethod
-    def _error_for(reply: _Reply, call_id: str) -> errors.CallEnricherError:
+    def _error_for(self, reply: _Reply, call_id: str) -> errors.CallEnricherError:
         code, reference, message = _parse_error_body(reply.body)
         error_type = _error_type(reply.status)
         retry_after = None
         if issubclass(error_type, errors.TransientError):
-            retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+            retry_after = parse_retry_after(reply.headers.get("Retry-After"), now=self._now())
         text = f"Sinch answered HTTP {reply.status}"
         if code is not None:
             text += f" (errorCode {code})"
@@ -677,6 +693,8 @@ class SinchClient:
         text += f" for call {call_id}"
         if retry_after is not None:
             text += f" (Retry-After {retry_after:g} s)"
+        if error_type is errors.CallNotFoundError:
+            text += NOT_FOUND_HINT
         return error_type(
             text,
             http_status=reply.status,
