@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +211,175 @@ def test_every_command_has_help(command: str) -> None:
     out = io.StringIO()
     code = cli.main([command, "--help"], stdout=out, stderr=io.StringIO())
     assert code == 0
+
+
+# -- help text, configuration errors and messages a new user meets -------------------------
+
+
+def _command_paths(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                paths += _command_paths(subparser, (*prefix, name))
+    return paths
+
+
+COMMAND_PATHS = _command_paths(cli.build_parser())
+MARKUP = re.compile(r"``|:(?:class|func|meth|mod|data|attr|exc):`")
+
+
+def test_every_command_path_is_covered() -> None:
+    assert {("submit",), ("local", "up"), ("ops", "dlq", "list"), ("enrich",)} <= set(COMMAND_PATHS)
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=lambda p: " ".join(p) or "call-enricher")
+def test_no_help_output_shows_sphinx_markup(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a command's --help is asked through main()
+    code = cli.main([*path, "--help"], stdout=io.StringIO(), stderr=io.StringIO())
+    text = capsys.readouterr().out
+    # Then it is plain text: no ``literal`` nor :class:`role` markup
+    assert code == 0
+    assert text.startswith("usage: call-enricher")
+    assert MARKUP.findall(text) == [], text
+
+
+def test_plain_turns_roles_and_literals_into_text() -> None:
+    assert cli.plain("``submit`` via :meth:`~a.Queue.send_many` or :class:`a.B`") == (
+        "submit via send_many or a.B"
+    )
+
+
+def test_enrich_file_that_is_not_json_is_bad_input(tmp_path: Path) -> None:
+    # Given a file that is not JSON (a call ID pasted instead of the body)
+    path = tmp_path / "call.json"
+    path.write_text(f"{CALL_ID}\n")
+    # When it is enriched, Then it is bad input (2), not "Sinch returned an invalid record"
+    code, out, err = run("enrich-file", str(path))
+    assert (code, out) == (cli.EXIT_BAD_INPUT, "")
+    assert err == (
+        f"error: bad-input: {path} is not JSON (line 1 column 8): "
+        "expected a saved Get Call response body\n"
+    )
+
+
+def test_a_call_not_found_says_an_app_to_app_call_is_never_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from call_enricher_tools.sandbox import Sandbox
+
+    # Given the sandbox, which knows no call of this ID
+    with Sandbox(port=0) as sandbox:
+        monkeypatch.setenv("SINCH_APPLICATION_KEY", sandbox.credentials.application_key)
+        monkeypatch.setenv("SINCH_APPLICATION_SECRET", sandbox.credentials.application_secret)
+        unknown = "0123456789abcdef0123456789abcdef"
+        # When `call-enricher enrich` asks for it
+        code, out, err = run("enrich", unknown, "--base-url", sandbox.base_url)
+    # Then the one error line says why an app-to-app call can never be found
+    assert (code, out) == (cli.EXIT_NOT_FOUND, "")
+    assert err.count("\n") == 1
+    assert err.startswith(f"error [{unknown}]: call-not-found: Sinch answered HTTP 404")
+    assert "an app-to-app call is never found" in err
+    assert "PSTN or SIP" in err
+    assert sandbox.credentials.application_secret not in err
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "BatchSiz=5",
+            "error: the local stack could not start: ParameterError: parameter BatchSiz: "
+            "template.yaml has no parameter of that name; did you mean BatchSize or "
+            "PublisherBatchSize?",
+        ),
+        (
+            "BatchSize=abc",
+            "error: the local stack could not start: ParameterError: parameter "
+            "BatchSize='abc': must be a number (Type Number)",
+        ),
+        ("BatchSize=0", "parameter BatchSize='0': must be a number in 1..100"),
+        ("SinchRegion=mars", "parameter SinchRegion='mars': must be one of global, euc1"),
+        ("Stage=Prod", "parameter Stage='Prod': must match ^[a-z][a-z0-9-]{0,15}$"),
+    ],
+)
+def test_local_up_refuses_a_bad_parameter_override_in_one_line(
+    override: str, expected: str
+) -> None:
+    # When `local up -p ...` names no parameter of the template, or a value it refuses
+    code, out, err = run("local", "up", "--api-port", "0", "-p", override)
+    # Then it exits with the configuration code and one line naming the parameter
+    assert code == cli.EXIT_AUTH_OR_CONFIG
+    assert out == ""
+    assert err.count("\n") == 1
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_demo_exits_with_the_configuration_code_on_a_parameter_the_template_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from call_enricher_tools.local import runner
+    from call_enricher_tools.local.template import Template
+
+    # Given a template whose RecheckBaseDelaySeconds must be at least 5 (the demo sets 1)
+    template = Template.load()
+    template.raw["Parameters"]["RecheckBaseDelaySeconds"]["MinValue"] = 5
+    monkeypatch.setattr(runner.Template, "load", classmethod(lambda cls, *a: template))
+    # When the demo runs, Then it stops before starting anything, in one line
+    code, _, err = run("demo")
+    assert code == cli.EXIT_AUTH_OR_CONFIG
+    assert err == (
+        "error: bad-parameter: parameter RecheckBaseDelaySeconds='1': must be a number in 5..900\n"
+    )
+
+
+def test_submit_names_the_lines_of_the_bad_ids(tmp_path: Path) -> None:
+    # Given a file with a comment, two valid IDs and two bad lines
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"# calls\n{CALL_ID}\n../etc/passwd\n\n{'b' * 32}\nbad id\n")
+    # When it is submitted (nothing listens on the queue URL: nothing may be sent)
+    code, out, err = run("submit", "--queue-url", "http://127.0.0.1:9/q", "--file", str(ids))
+    # Then each bad ID is named with its file and line number, and nothing was sent
+    assert (code, out) == (cli.EXIT_BAD_INPUT, "")
+    lines = err.splitlines()
+    assert lines[0].startswith(f"error: invalid-call-id: {ids}:3: call id has a forbidden")
+    assert lines[1].startswith(f"error: invalid-call-id: {ids}:6: call id has a forbidden")
+    assert lines[2] == "2 invalid call ID(s): nothing was sent"
+
+
+def test_submit_names_the_argument_and_stdin_line_of_bad_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{CALL_ID}\nno/slash\n"))
+    code, _, err = run("submit", "--queue-url", "http://127.0.0.1:9/q", "x y", "-")
+    assert code == cli.EXIT_BAD_INPUT
+    assert "error: invalid-call-id: argument 1: " in err
+    assert "error: invalid-call-id: stdin:2: " in err
+
+
+# -- the command name the banner prints ------------------------------------------------------
+
+
+def test_command_name_is_the_absolute_path_when_the_venv_is_not_on_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the console script run by its path, with a PATH that does not hold the venv
+    script = Path(sys.executable).parent / "call-enricher"
+    monkeypatch.setattr(sys, "argv", [str(script), "local", "up"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    # Then what the banner prints works in a new shell as printed
+    assert cli.command_name() == str(script.absolute())
+
+
+def test_command_name_is_the_bare_name_when_path_finds_this_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = Path(sys.executable).parent / "call-enricher"
+    monkeypatch.setattr(sys, "argv", [str(script), "local", "up"])
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin")
+    assert cli.command_name() == "call-enricher"

@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,8 +145,21 @@ def cmd_enrich_file(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) ->
         print(f"error: bad-input: cannot read {args.path}: {exc.strerror}", file=stderr)
         return EXIT_BAD_INPUT
     try:
-        record = parse_call_record(body)
         raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        where = (
+            f" (line {exc.lineno} column {exc.colno})"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        name = "stdin" if args.path == "-" else args.path
+        print(
+            f"error: bad-input: {name} is not JSON{where}: expected a saved Get Call response body",
+            file=stderr,
+        )
+        return EXIT_BAD_INPUT
+    try:
+        record = parse_call_record(body)
         enriched = enrich(record, raw=raw, region=args.region, base_url=args.base_url)
     except errors.CallEnricherError as exc:
         return _report(exc, stderr)
@@ -226,7 +241,52 @@ def build_parser() -> argparse.ArgumentParser:
     add_local_commands(sub)
     add_chaos_command(sub)
     add_ops_command(sub)
+    _plain_help(parser)
     return parser
+
+
+_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj|ref):`(~?)([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain(text: str | None) -> str | None:
+    """Help text without reStructuredText markup: ``x`` and :class:`~a.B` become x and B."""
+    if text is None:
+        return None
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return _LITERAL.sub(r"\1", text)
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Strip the markup of every description, epilog and help of ``parser`` and its
+    subcommands (descriptions are often module docstrings)."""
+    parser.description = plain(parser.description)
+    parser.epilog = plain(parser.epilog)
+    for action in parser._actions:
+        if isinstance(action.help, str):
+            action.help = plain(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain(choice.help)
+            for subparser in action.choices.values():
+                _plain_help(subparser)
+
+
+def command_name() -> str:
+    """How a user types this CLI in a new shell: ``call-enricher`` when that name on PATH is
+    the running program, otherwise the program's absolute path (``.venv/bin/call-enricher``
+    after ``make setup`` is not on PATH unless the venv is activated)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    found = shutil.which(argv0) if argv0 and os.sep not in argv0 else argv0
+    running = Path(found) if found else None
+    if running is None or running.name != "call-enricher" or not running.is_file():
+        running = Path(sys.executable).parent / "call-enricher"  # run as python -m ...
+        if not running.is_file():
+            return "call-enricher"
+    on_path = shutil.which("call-enricher")
+    if on_path is not None and Path(on_path).resolve() == running.resolve():
+        return "call-enricher"
+    return str(running.absolute())
 
 
 def main(
@@ -244,6 +304,8 @@ def main(
         return int(exc.code or 0)
     try:
         return int(args.func(args, out, err))
+    except errors.CallEnricherError as exc:  # e.g. a bad -p override of local up or demo
+        return _report(exc, err)
     except KeyboardInterrupt:
         return 130
 

@@ -40,7 +40,7 @@ from call_enricher_tools.local.stack import (
     _check_port_free,
 )
 from call_enricher_tools.local.streams import StreamInvocation, StreamPoller
-from call_enricher_tools.local.template import REPO_ROOT
+from call_enricher_tools.local.template import REPO_ROOT, Template
 
 DEFAULT_API_PORT = 3000  # what `sam local start-api` uses
 FUNCTIONS_DIR = REPO_ROOT / "functions"
@@ -86,9 +86,12 @@ class LocalPipeline:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> LocalPipeline:
-        """Start everything; on any failure, stop what was started and re-raise."""
+        """Start everything; on any failure, stop what was started and re-raise (a bad
+        parameter override raises :class:`~call_enricher_tools.local.template.ParameterError`
+        before anything starts)."""
         options = self.options
-        # Fail before starting anything when a fixed port is taken.
+        # Fail before starting anything on a bad parameter override or a fixed port taken.
+        Template.load().check_parameters(options.parameters)
         for what, port in (
             ("HTTP API", options.api_port),
             ("moto server (AWS)", options.aws_port),

@@ -128,8 +128,11 @@ class LocalStack:
     ) -> None:
         """``sinch_credentials`` (a ``SinchCredentials``) are stored in the local secret;
         ``parameters`` override the template's parameter defaults (e.g.
-        ``{"RecheckBaseDelaySeconds": "1"}``); ``port`` 0 picks a free port."""
+        ``{"RecheckBaseDelaySeconds": "1"}``; an unknown name or a value the template's
+        constraints refuse raises :class:`~call_enricher_tools.local.template.ParameterError`);
+        ``port`` 0 picks a free port."""
         self.template = template or Template.load()
+        self.template.check_parameters(parameters or {})  # a typo or bad value fails here
         self.stack_name = stack_name
         self.sinch_credentials = sinch_credentials
         self.sinch_base_url = sinch_base_url

@@ -2,7 +2,8 @@
 
 IDs come from the arguments, a file (``--file F``, one per line, ``#`` comments and blank
 lines ignored) or stdin (``-``). Every ID is validated first; when any is invalid nothing is
-sent and the invalid ones are listed (exit 2). Duplicates are sent once. The valid IDs go
+sent and each invalid one is listed with where it was read (``ids.txt:7``, ``stdin:3``,
+``argument 2``; exit 2). Duplicates are sent once. The valid IDs go
 out as JSON messages ``{"callId": ..., "region"?: ...}`` in batches of 10 through
 :meth:`call_enricher.queueing.EnrichmentQueue.send_many`, which retries failed entries and
 reports each ID as confirmed or failed: an ID counts as sent only once SQS confirmed it.
@@ -41,26 +42,39 @@ class SubmitResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SourcedId:
+    """A call ID as read, and where: ``argument 2``, ``ids.txt:7`` or ``stdin:3``."""
+
+    call_id: str
+    where: str
+
+
 def read_ids(ids: Sequence[str], file: str | None, stdin: TextIO) -> list[str]:
     """IDs from the arguments (``-`` = stdin) and ``file`` (``-`` = stdin), in order."""
-    collected: list[str] = []
-    sources: list[Iterable[str]] = []
-    for value in ids:
+    return [item.call_id for item in read_sourced_ids(ids, file, stdin)]
+
+
+def read_sourced_ids(ids: Sequence[str], file: str | None, stdin: TextIO) -> list[SourcedId]:
+    """As :func:`read_ids`, each ID with where it was read (file and line number)."""
+    collected: list[SourcedId] = []
+    sources: list[tuple[str, Iterable[str]]] = []
+    for position, value in enumerate(ids, start=1):
         if value == "-":
-            sources.append(stdin)
+            sources.append(("stdin", stdin))
         else:
-            collected.append(value.strip())
+            collected.append(SourcedId(value.strip(), f"argument {position}"))
     if file is not None:
         if file == "-":
-            sources.append(stdin)
+            sources.append(("stdin", stdin))
         else:
             with open(file, encoding="utf-8") as handle:
-                sources.append(handle.read().splitlines())
-    for source in sources:
-        for line in source:
+                sources.append((file, handle.read().splitlines()))
+    for name, source in sources:
+        for number, line in enumerate(source, start=1):
             text = line.split("#", 1)[0].strip()
             if text:
-                collected.append(text)
+                collected.append(SourcedId(text, f"{name}:{number}"))
     return collected
 
 
@@ -150,17 +164,21 @@ def _progress(stream: TextIO | None, done: int, total: int, failed: int) -> None
 def cmd_submit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """The ``submit`` command (see the module docstring)."""
     try:
-        raw_ids = read_ids(args.call_ids, args.file, sys.stdin)
+        sourced = read_sourced_ids(args.call_ids, args.file, sys.stdin)
     except OSError as exc:
         print(f"error: bad-input: cannot read {args.file}: {exc.strerror}", file=stderr)
         return EXIT_BAD_INPUT
-    if not raw_ids:
+    except UnicodeDecodeError:
+        print(f"error: bad-input: {args.file} is not UTF-8 text", file=stderr)
+        return EXIT_BAD_INPUT
+    if not sourced:
         print("error: bad-input: no call IDs (arguments, --file F or - for stdin)", file=stderr)
         return EXIT_BAD_INPUT
-    valid, invalid = validate_ids(raw_ids)
+    valid, invalid = validate_ids([item.call_id for item in sourced])
     if invalid:
-        for reason in invalid.values():
-            print(f"error: invalid-call-id: {reason}", file=stderr)
+        for item in sourced:  # every place an invalid ID was read, e.g. ids.txt:7
+            if item.call_id in invalid:
+                print(f"error: invalid-call-id: {item.where}: {invalid[item.call_id]}", file=stderr)
         print(f"{len(invalid)} invalid call ID(s): nothing was sent", file=stderr)
         return EXIT_BAD_INPUT
     if args.region is not None:

@@ -9,6 +9,8 @@ locally) and the physical names of what the local stack created.
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from call_enricher.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -83,6 +87,51 @@ def load_cfn_yaml(text: str) -> dict[str, Any]:
 
 class TemplateError(Exception):
     """The template uses something this resolver does not support."""
+
+
+class ParameterError(ConfigurationError):
+    """A parameter override names no parameter of the template, or breaks its constraints.
+
+    A ``ConfigurationError``: the CLI reports it on one line with its configuration exit code.
+    """
+
+    reason = "bad-parameter"
+
+
+def check_parameter(name: str, value: str, spec: Mapping[str, Any]) -> None:
+    """Raise :class:`ParameterError` when ``value`` breaks the constraints of ``spec`` (the
+    parameter's definition: ``Type``, ``AllowedValues``, ``AllowedPattern``, ``MinValue``,
+    ``MaxValue``, ``MinLength``, ``MaxLength``), as CloudFormation would at deploy time."""
+    kind = str(spec.get("Type", "String"))
+    constraint = spec.get("ConstraintDescription")
+
+    def bad(problem: str) -> ParameterError:
+        hint = f" ({constraint})" if constraint else ""
+        return ParameterError(f"parameter {name}={value!r}: {problem}{hint}")
+
+    allowed = spec.get("AllowedValues")
+    if allowed is not None and value not in [str(item) for item in allowed]:
+        raise bad(f"must be one of {', '.join(str(item) for item in allowed)}")
+    if kind == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not math.isfinite(number):
+            raise bad("must be a number (Type Number)")
+        low, high = spec.get("MinValue"), spec.get("MaxValue")
+        if (low is not None and number < float(low)) or (high is not None and number > float(high)):
+            bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+            raise bad(f"must be a number in {bounds}")
+        return
+    pattern = spec.get("AllowedPattern")
+    if pattern is not None and re.fullmatch(str(pattern), value) is None:
+        raise bad(f"must match {pattern}")
+    low_len, high_len = spec.get("MinLength"), spec.get("MaxLength")
+    if (low_len is not None and len(value) < int(low_len)) or (
+        high_len is not None and len(value) > int(high_len)
+    ):
+        raise bad(f"must be {low_len or 0}..{high_len if high_len is not None else ''} characters")
 
 
 @dataclass
@@ -202,6 +251,22 @@ class Template:
             for name, spec in self.raw.get("Parameters", {}).items()
             if "Default" in spec
         }
+
+    def check_parameters(self, overrides: Mapping[str, str]) -> None:
+        """Raise :class:`ParameterError` for the first override that names no parameter of
+        the template (listing the close matches) or breaks its constraints."""
+        specs: Mapping[str, Mapping[str, Any]] = self.raw.get("Parameters", {})
+        for name, value in overrides.items():
+            spec = specs.get(name)
+            if spec is None:
+                close = difflib.get_close_matches(name, specs, n=3, cutoff=0.6)
+                folded = [p for p in specs if p.lower() == name.lower() and p not in close]
+                matches = folded + close
+                hint = f"; did you mean {' or '.join(matches)}?" if matches else ""
+                raise ParameterError(
+                    f"parameter {name}: template.yaml has no parameter of that name{hint}"
+                )
+            check_parameter(name, str(value), spec)
 
     def function_properties(self, name: str) -> dict[str, Any]:
         """A function's properties with the SAM Globals merged (its own values win)."""
