@@ -258,6 +258,13 @@ def test_the_accounting_catches_events_of_states_never_stored() -> None:
     )
     assert report.events_unexpected == 1
     assert not report.balanced
+    # An event of another detail type (the spend watch's) announces no calls-table state
+    spend = {"detail-type": "Spend Threshold Crossed",
+             "detail": {"eventId": "spend:2026-11-26:total:all:calls-1000"}}  # fmt: skip
+    items = {a: _stored(a, 1, "FINAL")}
+    report = _account(Observed(ids=[a], kinds={}, envelopes=[envelopes[0], spend], items=items))
+    assert (report.events_other, report.events_unexpected, report.balanced) == (1, 0, True)
+    assert "events.Spend Threshold Crossed: 1" in report.lines()
 
 
 def test_the_command_exits_non_zero_when_the_accounting_does_not_balance(

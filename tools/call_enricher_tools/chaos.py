@@ -40,6 +40,9 @@ subscriber queue. The guarantees it checks:
   why; IDs Sinch always fails). ``lost`` (none), ``multiple`` (several) and
   ``unexpected_outcomes`` (not the predicted one) must be 0;
 * no FINAL call goes back (``regressions``);
+* events of other detail types (the spend watch's ``Spend Threshold Crossed``, when the
+  template wires it) announce no calls-table state: they are counted (``events_other``)
+  and held to the duplicate rule only;
 * a duplicate event (an ``eventId`` delivered twice) is allowed only as the stream
   publisher's at-least-once retry after an injected publisher fault, with an identical
   detail, and is counted (``duplicates``); any other is ``unexplained_duplicates``. Without
@@ -392,7 +395,12 @@ def write_kind(update_expression: str) -> str:
 class FaultyDynamoDB(_FaultyClient):
     """Throttles ``UpdateItem`` (versions, failure states, retry traces) at the rate."""
 
+    calls = 0
+    """``UpdateItem`` calls made through this client."""
+
     def update_item(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self.calls += 1
         call_id = str(kwargs.get("Key", {}).get("callId", {}).get("S", ""))
         what = write_kind(str(kwargs.get("UpdateExpression", "")))
         if self._fails(what, call_id):
@@ -427,6 +435,7 @@ class FaultyEventBridge(_FaultyClient):
         self.accepted: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
         self._calls = 0
+        self._calls_made = 0
         self._requests = 0
         emitter = getattr(getattr(client, "meta", None), "events", None)
         if emitter is not None:
@@ -443,6 +452,12 @@ class FaultyEventBridge(_FaultyClient):
             self.sent.update(_entry_event_id(entry) for entry in entries)
 
     @property
+    def calls(self) -> int:
+        """``PutEvents`` calls made through this client."""
+        with self._lock:
+            return self._calls_made
+
+    @property
     def sdk_resends(self) -> int:
         """``PutEvents`` requests botocore sent again (its retries, after a timeout or 5xx)."""
         with self._lock:
@@ -457,6 +472,8 @@ class FaultyEventBridge(_FaultyClient):
     def put_events(self, **kwargs: Any) -> Any:
         entries = kwargs["Entries"]
         keys = [_entry_event_id(entry) for entry in entries]
+        with self._lock:
+            self._calls_made += 1
         if keys and self._outage("put-events-call", keys[0], self._throttle_rate):
             self._count("put-events-throttled")
             raise _client_error("ThrottlingException", "PutEvents")
@@ -517,6 +534,9 @@ class ChaosReport:
     """Events of stored states never delivered."""
     events_unexpected: int = 0
     """Events of states the table does not hold (or with another detail than it holds)."""
+    events_other: int = 0
+    """Distinct events of other detail types (the spend watch's ``Spend Threshold Crossed``):
+    not states of the calls table, so only the duplicate rule holds them."""
     events_out_of_order: int = 0
     """Calls whose versions' events first arrived out of version order (not a promise of
     the subscriber queue; reported only)."""
@@ -535,6 +555,9 @@ class ChaosReport:
     """Stream batches the publisher's mapping gave up on (their events are lost)."""
     drained: bool = False
     stream_idle: bool = False
+    faults_reached: bool = True
+    """The functions used the run's fault-injecting clients (a function building its own at
+    INIT would otherwise run the whole run without AWS faults, unnoticed)."""
     elapsed_seconds: float = 0.0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     dlq_by_reason: Counter[str] = field(default_factory=Counter)
@@ -572,6 +595,7 @@ class ChaosReport:
         return (
             self.drained
             and self.stream_idle
+            and self.faults_reached
             and self.final + self.failed + self.dlq == self.ids
             and self.lost == 0
             and self.multiple == 0
@@ -623,6 +647,7 @@ class ChaosReport:
             f"put_events_sdk_resends: {self.put_events_sdk_resends}",
             f"events_missing: {self.events_missing}",
             f"events_unexpected: {self.events_unexpected}",
+            f"events_other: {self.events_other}",
             f"events_out_of_order: {self.events_out_of_order}",
             f"announced_twice: {self.announced_twice}",
             f"duplicates: {self.duplicates}",
@@ -631,6 +656,7 @@ class ChaosReport:
             f"publisher_failure_queue: {self.publisher_failure_queue}",
             f"drained: {yes(self.drained)}",
             f"stream_idle: {yes(self.stream_idle)}",
+            f"faults_reached: {yes(self.faults_reached)}",
         ]
         out += [f"failed.{reason}: {n}" for reason, n in sorted(self.failed_by_reason.items())]
         out += [f"dlq.{reason}: {n}" for reason, n in sorted(self.dlq_by_reason.items())]
@@ -743,6 +769,20 @@ def run_chaos(
         )
         outbox.set_outbox(publisher)
         exits.callback(outbox.set_outbox, None)
+        install_lock = threading.Lock()
+
+        def installing(factory: Callable[[int], Handler]) -> Callable[[int], Handler]:
+            """A handler's INIT (on import) builds and installs its own service or outbox
+            publisher: put the fault-injecting ones back once it has run."""
+
+            def load(index: int) -> Handler:
+                handler = factory(index)
+                with install_lock:
+                    runtime.set_service(service)
+                    outbox.set_outbox(publisher)
+                return handler
+
+            return load
 
         def on_invocation(invocation: Invocation) -> None:
             with lock:
@@ -772,7 +812,7 @@ def run_chaos(
         stream_trigger = stack.require_stream_trigger()
         stream = StreamPoller.from_stack(
             stack,
-            _handler_factory(stack, stream_trigger.function, f"chaos_{seed}_stream"),
+            installing(_handler_factory(stack, stream_trigger.function, f"chaos_{seed}_stream")),
             on_invocation=on_stream_invocation,
         )
         stream.start()
@@ -782,7 +822,9 @@ def run_chaos(
             sqs_client=stack.client("sqs"),  # the poller serialises its receives/deletes
             queue_url=stack.queue_url,
             queue_arn=stack.queue_arn,
-            handler_factory=_handler_factory(stack, trigger.function, f"chaos_{seed}_queue"),
+            handler_factory=installing(
+                _handler_factory(stack, trigger.function, f"chaos_{seed}_queue")
+            ),
             function_name=f"{stack.stack_name}-{trigger.function}",
             function_timeout_seconds=config.function_timeout_seconds,
             batch_size=trigger.batch_size,
@@ -839,6 +881,11 @@ def run_chaos(
         )
         _account(report, observed)
         report.put_events_sdk_resends = events.sdk_resends
+        # The faults must have reached the functions (not bypassed by clients of their own)
+        report.faults_reached = dynamodb.calls > 0 and (events.calls > 0 or report.events == 0)
+        if not report.faults_reached:
+            problems = report.problems
+            problems.append("the functions did not use the chaos run's fault-injecting clients")
     report.elapsed_seconds = time.monotonic() - started
     return report
 
@@ -1133,12 +1180,15 @@ def _account(report: ChaosReport, observed: Observed) -> None:
     report.events = len(observed.envelopes)
     report.events_sent = sum(observed.accepted.values())
     delivered: dict[str, list[dict[str, Any]]] = defaultdict(list)  # eventId -> details
+    other_types: set[str] = set()  # eventIds of events that announce no calls-table state
     enriched: dict[str, list[dict[str, Any]]] = defaultdict(list)  # callId -> first copies
     for envelope in observed.envelopes:
         detail_type = str(envelope.get("detail-type"))
         detail = envelope.get("detail") or {}
         event_id = str(detail.get("eventId"))
         report.events_by_type[detail_type] += 1
+        if detail_type not in DETAIL_TYPES:
+            other_types.add(event_id)
         if detail_type == "Call Enriched" and event_id not in delivered:
             enriched[str(detail.get("callId"))].append(detail)
         delivered[event_id].append(detail)
@@ -1184,9 +1234,11 @@ def _account(report: ChaosReport, observed: Observed) -> None:
             report.events_unexpected += 1
             problems.append(f"{event_id} announced with another detail than the table holds")
     for event_id in delivered:
-        if event_id not in expected:
+        if event_id not in expected and event_id not in other_types:
             report.events_unexpected += 1
             problems.append(f"announced, but no such state is stored: {event_id}")
+
+    report.events_other = len(other_types)
 
     # Regressions: a FINAL version followed by a non-FINAL one, or a FINAL call stored non-FINAL
     for call_id, details in enriched.items():
