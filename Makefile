@@ -9,10 +9,11 @@ PY        := $(BIN)/python
 STAMP     := $(VENV)/.installed
 SAM_VENV  := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
-PIP_FLAGS := --disable-pip-version-check --quiet --no-input
+PIP_FLAGS := --disable-pip-version-check --no-input
+PIP_QUIET_UNLESS_TTY := if [ -t 1 ]; then quiet=; else quiet=--quiet; fi
 export AWS_DEFAULT_REGION ?= eu-west-1
 
-.PHONY: help setup test lint typecheck pytest demo chaos bench bench-quick openapi build clean
+.PHONY: help setup check test lint typecheck pytest pytest-fast demo chaos bench bench-quick openapi build clean
 
 include mk/sam.mk
 
@@ -26,10 +27,18 @@ $(STAMP): pyproject.toml layers/core/requirements.txt requirements-dev.txt scrip
 	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))'; then \
 	  echo "creating $(VENV) with $$py313"; rm -rf $(VENV); "$$py313" -m venv $(VENV); \
 	fi
-	$(BIN)/pip install $(PIP_FLAGS) -e . -r requirements-dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
+	@echo "installing the project, boto3, moto and the dev tools into $(VENV)" \
+	  "(first run: about 2 minutes; later runs only when a requirements file changes)..."
+	@start=$$SECONDS; $(PIP_QUIET_UNLESS_TTY); \
+	$(BIN)/pip install $(PIP_FLAGS) $$quiet -e . -r requirements-dev.txt 2> >(grep -v "is ignored: it is neither" >&2); \
+	echo "$(VENV) ready in $$((SECONDS - start)) s. The CLI is $(BIN)/call-enricher;" \
+	  "\`source $(BIN)/activate\` puts call-enricher on your PATH."
 	@touch $@
 
-test: setup sam-setup ## lint, type-check and run every test (template checks and sam build included)
+check: setup ## the inner loop (under 2 min): lint, types, unit + fast integration tests (no slow ones)
+	$(MAKE) --no-print-directory lint typecheck pytest-fast
+
+test: setup sam-setup ## the whole suite, what CI runs: lint, types, every test (slow: e2e, SAM tools)
 	$(MAKE) --no-print-directory lint typecheck pytest
 
 lint: setup ## ruff lint + format check; committed schemas, openapi.json and geo index up to date
@@ -44,6 +53,9 @@ typecheck: setup ## mypy (strict on the library)
 
 pytest: setup ## run pytest (pass ARGS=... for extra options)
 	$(BIN)/pytest $(ARGS)
+
+pytest-fast: setup # pytest without the tests marked slow (ARGS=... for extra options); `make check` runs it
+	$(BIN)/pytest -m "not slow" -q $(ARGS)
 
 demo: setup ## run the whole pipeline locally (sandbox, moto, HTTP API, poller), then stop
 	$(BIN)/call-enricher demo
@@ -61,7 +73,7 @@ openapi: setup ## regenerate openapi.json and events/schemas/ from the code
 	$(PY) -m call_enricher_tools.openapi
 	$(PY) -m call_enricher_tools.schemas
 
-build: sam-setup ## sam build for arm64 (no container) + compiled bytecode: what `sam deploy` uploads
+build: sam-cli-setup ## sam build for arm64 (no container) + compiled bytecode: what `sam deploy` uploads (no checkov)
 	$(MAKE) --no-print-directory sam-build
 
 clean: ## remove venvs, build output and caches

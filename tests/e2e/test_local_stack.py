@@ -26,6 +26,7 @@ from call_enricher_tools.local.demo import DEMO_SANDBOX, run_demo
 from call_enricher_tools.local.poller import Invocation, SqsPoller, load_function
 from call_enricher_tools.local.runner import PipelineOptions
 from call_enricher_tools.local.stack import LocalStack, PortInUseError
+from call_enricher_tools.local.streams import StreamPoller
 from call_enricher_tools.local.submit import cmd_submit, read_ids, validate_ids
 from call_enricher_tools.local.up import run_local_up
 from call_enricher_tools.sandbox import Sandbox
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE_APP = ROOT / "functions" / "queue_enricher" / "app.py"
+PUBLISHER_APP = ROOT / "functions" / "stream_publisher" / "app.py"
 CREDENTIALS = SinchCredentials(
     application_key="5e1f7c2a-0000-4aaa-8bbb-e2e000000001",
     application_secret="ZTJlLXNlY3JldC1uZXZlci1sb2ctdGhpcy0wMTIz",
@@ -271,7 +273,11 @@ def test_real_queue_handler_through_the_poller(fake_sinch: FakeSinch) -> None:
             events.extend(stack.receive_events())
             return len(events) >= 4
 
-        with poller:
+        # (the events come from the calls table's stream, through the real publisher)
+        publisher = StreamPoller.from_stack(
+            stack, lambda i: load_function(PUBLISHER_APP, instance=f"e2e_publisher_{i}")
+        )
+        with poller, publisher:
             done = wait_until(settled)
         # Then each ended in its terminal state, seen as events on the bus
         assert done, events
@@ -399,7 +405,8 @@ def test_make_demo_path_end_to_end(tmp_path: Path) -> None:
     # Then every call reached its expected terminal state through every entry path
     assert code == 0, f"{text}\n{err.text()}"
     for entry in ("queue", "api", "callback"):
-        assert re.search(rf"\s{entry}\s*$", text, re.MULTILINE), entry
+        # the entry column, then the risk column (a level, or "-")
+        assert re.search(rf"\s{entry}\s+\S+\s*$", text, re.MULTILINE), entry
     assert "failed: call-not-found" in text
     assert "Call Enrichment Failed" in text
     assert "status ONGOING" in text  # the ONGOING call was published before its FINAL
