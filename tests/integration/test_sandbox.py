@@ -254,7 +254,7 @@ def test_fault_rates_are_reproducible_and_roughly_as_configured() -> None:
     assert counts.get("sinch-unavailable", 0) >= 0.04 * total, counts
     assert counts.get("sinch-rate-limited", 0) >= 0.01 * total, counts
     assert counts.get("sinch-timeout", 0) >= 1, counts
-    assert counts.get("invalid-record", 0) >= 1, counts
+    assert counts.get("sinch-garbled-response", 0) >= 1, counts
     assert counts["ok"] >= 0.7 * total, counts
 
 
@@ -314,9 +314,12 @@ def test_control_api_scripts_faults_and_lists_calls(sandbox: Sandbox) -> None:
     with client(sandbox) as sinch:
         with pytest.raises(errors.SinchUnavailableError):
             sinch.get_call(call_id)
-        with pytest.raises(errors.InvalidRecordError):
+        # a 200 that is not JSON is the transport's fault: retried, then transient
+        with pytest.raises(errors.SinchGarbledResponseError):
             sinch.get_call(call_id)
-    assert control("GET", "stats")["faults"] == {"500": 1, "malformed": 1}
+    stats = control("GET", "stats")["faults"]
+    assert stats["500"] == 1
+    assert stats["malformed"] >= 1
 
 
 def test_hang_holds_the_request_but_not_stop() -> None:

@@ -293,7 +293,7 @@ class LocalStack:
     def apply_environment(self) -> dict[str, str]:
         """Install :meth:`function_environment` in ``os.environ`` and drop cached clients,
         settings and services so the handlers rebuild them from it. Returns the variables."""
-        from call_enricher import aws, runtime, settings
+        from call_enricher import aws, outbox, runtime, settings
 
         env = self.function_environment()
         if self._saved_environment is None:
@@ -302,6 +302,7 @@ class LocalStack:
         os.environ.pop("AWS_PROFILE", None)
         settings.get_settings.cache_clear()
         runtime.set_service(None)
+        outbox.set_outbox(None)  # both rebuilt from this environment on next use
         aws.reset_clients()
         return env
 
@@ -315,10 +316,11 @@ class LocalStack:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        from call_enricher import aws, runtime, settings
+        from call_enricher import aws, outbox, runtime, settings
 
         settings.get_settings.cache_clear()
         runtime.set_service(None)
+        outbox.set_outbox(None)
         aws.reset_clients()
 
     # -- clients and views ----------------------------------------------------------------
@@ -374,7 +376,7 @@ class LocalStack:
         """The calls-table item of ``call_id`` as plain Python values, or None."""
         from boto3.dynamodb.types import TypeDeserializer
 
-        table = self.ref(self._single("AWS::DynamoDB::Table"))
+        table = self.ref("CallsTable")
         raw = (
             self.client("dynamodb")
             .get_item(TableName=table, Key={"callId": {"S": call_id}}, ConsistentRead=True)
