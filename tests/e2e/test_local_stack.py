@@ -213,11 +213,13 @@ def test_poller_fails_the_whole_batch_on_an_exception_or_an_unknown_item_identif
 
     with new_stack(fake_sinch.base_url, MaxReceiveCount="5") as stack:
         sqs = stack.client("sqs")
+        # The three go in one SendMessageBatch before the poller starts: all visible when it
+        # first receives, so they share a batch (no sleep; the window is only a safety net)
         sqs.send_message_batch(
             QueueUrl=stack.queue_url,
             Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)],
         )
-        time.sleep(0.2)  # let the three be visible together (one batch)
+        assert stack.queue_depth(stack.queue_url) == 3
         poller = SqsPoller(
             sqs_client=sqs,
             queue_url=stack.queue_url,
@@ -233,6 +235,7 @@ def test_poller_fails_the_whole_batch_on_an_exception_or_an_unknown_item_identif
             drained = wait_until(lambda: stack.queue_depth(stack.queue_url) == 0)
         # Then nothing was deleted until the third, valid answer: no message was lost
         assert drained
+        assert calls[0] == 3  # one batch of the three
         assert sum(calls) >= 9
         assert poller.stats.failed_invocations == 2
         assert poller.stats.deleted == 3
