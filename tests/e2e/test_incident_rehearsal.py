@@ -126,6 +126,18 @@ def test_a_call_failing_into_the_dlq_is_explained_fixed_redriven_and_ends_final(
         assert wait_until(lambda: f"(call {call_id}) moved to the DLQ" in out.text()), out.text()
         moved = next(line for line in out.text().splitlines() if line.startswith("[dlq]"))
         assert re.search(r"retrying: sinch-unavailable, attempt \d+ \(HTTP 503", moved), moved
+        # ... and each retried batch was one readable line, without a traceback
+        retried = [line for line in out.text().splitlines() if "every record failed" in line]
+        assert retried, out.text()
+        assert all(
+            re.fullmatch(
+                r"\[poller \d+\] batch of 1( \(1 redelivered\))?: FAILED \(every record "
+                r"failed: RetryLater: sinch-unavailable\); all 1 retried later in \d+ ms",
+                line,
+            )
+            for line in retried
+        ), retried
+        assert "Traceback" not in out.text()
 
         # And `ops status` counts it, `ops dlq list` explains it from the table
         code, status_out, status_err = cli("ops", "status", *target)

@@ -12,6 +12,7 @@ import io
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -427,12 +428,19 @@ def test_make_demo_path_end_to_end(tmp_path: Path) -> None:
     assert seeded.credentials.application_secret not in text + logs
 
 
-def test_local_up_runs_until_stopped_and_shows_events(tmp_path: Path) -> None:
-    # Given `local up` running on free ports
+def test_local_up_runs_until_stopped_and_shows_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given `local up` running on free ports, started by its path from a shell whose PATH
+    # does not hold the venv (as after `make setup`)
+    script = Path(sys.executable).parent / "call-enricher"
+    monkeypatch.setattr(sys, "argv", [str(script), "local", "up"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
     out, err = _Output(), _Output()
     stop = threading.Event()
+    log_file = tmp_path / "handlers.log"
     options = PipelineOptions(
-        api_port=0, log_file=tmp_path / "handlers.log", stack_name=f"up-{uuid.uuid4().hex[:6]}"
+        api_port=0, log_file=log_file, stack_name=f"up-{uuid.uuid4().hex[:6]}"
     )
     result: list[int] = []
     thread = threading.Thread(
@@ -449,6 +457,11 @@ def test_local_up_runs_until_stopped_and_shows_events(tmp_path: Path) -> None:
         assert queue_url
         call_id = re.search(r"submit --queue-url \$QUEUE_URL (\w+)", banner)
         assert call_id
+        # And the banner's commands work as printed in that shell, and say where the logs are
+        assert f"  {script.absolute()} submit --queue-url $QUEUE_URL" in banner
+        assert f"  {script.absolute()} ops status --local" in banner
+        assert "  call-enricher " not in banner
+        assert f"The handlers' JSON logs and metrics: {log_file}" in banner
         # When a call ID is submitted to the printed queue URL
         args = argparse.Namespace(
             call_ids=[call_id.group(1)], file=None, queue_url=queue_url.group(1), region=None,
@@ -457,6 +470,9 @@ def test_local_up_runs_until_stopped_and_shows_events(tmp_path: Path) -> None:
         assert cmd_submit(args, io.StringIO(), io.StringIO()) == 0
         # Then its Call Enriched event is printed
         assert wait_until(lambda: f"Call Enriched: {call_id.group(1)}" in out.text())
+        # ... as one line among the console's own, the handlers' JSON in the log file only
+        assert not [line for line in out.text().splitlines() if line.startswith("{")]
+        assert '"record processed"' in log_file.read_text()
     finally:
         stop.set()
         thread.join(timeout=30)

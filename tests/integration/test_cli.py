@@ -383,3 +383,50 @@ def test_command_name_is_the_bare_name_when_path_finds_this_program(
     monkeypatch.setattr(sys, "argv", [str(script), "local", "up"])
     monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin")
     assert cli.command_name() == "call-enricher"
+
+
+# -- where `local up` puts the handlers' logs ------------------------------------------------
+
+
+@pytest.fixture
+def started_with(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The options `local up` would start the stack with (nothing is started)."""
+    from call_enricher_tools.local import up
+
+    seen: list[object] = []
+
+    def record(options: object, **_: object) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr(up, "run_local_up", record)
+    return seen
+
+
+def test_local_up_writes_the_handlers_logs_to_a_file_by_default(
+    started_with: list[object], tmp_path: Path
+) -> None:
+    from call_enricher_tools.local.up import default_log_file
+
+    # Given a log left by an earlier run
+    default_log_file().write_text("earlier run\n")
+    # When `local up` starts without options
+    assert run("local", "up")[0] == 0
+    # Then the handlers' logs go to the default file, emptied
+    (options,) = started_with
+    assert options.log_file == default_log_file()  # type: ignore[attr-defined]
+    assert not default_log_file().exists()
+    # ... `--log-file` names another, `--verbose` keeps them on the console
+    assert run("local", "up", "--log-file", str(tmp_path / "h.log"))[0] == 0
+    assert started_with[1].log_file == tmp_path / "h.log"  # type: ignore[attr-defined]
+    assert run("local", "up", "--verbose")[0] == 0
+    assert started_with[2].log_file is None  # type: ignore[attr-defined]
+
+
+def test_local_up_refuses_verbose_with_a_log_file(
+    started_with: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run("local", "up", "--verbose", "--log-file", "x.log")
+    assert code == cli.EXIT_BAD_INPUT
+    assert "--log-file: not allowed with argument --verbose" in capsys.readouterr().err
+    assert started_with == []

@@ -163,6 +163,32 @@ def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def invocation_error(exc: BaseException) -> str:
+    """One console-readable line for an invocation that raised ``exc``.
+
+    Powertools raises ``BatchProcessingError`` on purpose when every record of a batch fails
+    (an expected outcome: a Sinch 503 for the only call of a batch); its message embeds each
+    record's traceback. It is summarised by its records' exceptions instead, counted, e.g.
+    ``every record failed: RetryLater: sinch-unavailable (x3)``. Anything else is its type
+    and the first line of its message.
+    """
+
+    def first_line(error: BaseException) -> str:
+        text = str(error).strip().splitlines()
+        return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
+
+    children = getattr(exc, "child_exceptions", None)
+    if children:
+        counted: dict[str, int] = {}
+        for child in children:
+            error = child[1] if isinstance(child, tuple) and len(child) > 1 else child
+            if isinstance(error, BaseException):
+                counted[first_line(error)] = counted.get(first_line(error), 0) + 1
+        parts = [f"{text} (x{n})" if n > 1 else text for text, n in counted.items()]
+        return f"every record failed: {'; '.join(parts) or type(exc).__name__}"
+    return first_line(exc)
+
+
 def reported_failures(
     response: Any, ids: list[str], *, report_batch_item_failures: bool
 ) -> tuple[list[str], str | None]:
@@ -333,7 +359,7 @@ class SqsPoller:
                     response, ids, report_batch_item_failures=self.report_batch_item_failures
                 )
         except Exception as exc:  # noqa: BLE001 - a failed invocation, as Lambda sees it
-            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            error = invocation_error(exc)
         elapsed = time.monotonic() - started
         failed_set = set(failed)
         to_delete = [m for m in batch if m["MessageId"] not in failed_set]

@@ -53,7 +53,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from call_enricher_tools.local.poller import Handler, LocalLambdaContext, reported_failures
+from call_enricher_tools.local.poller import (
+    Handler,
+    LocalLambdaContext,
+    invocation_error,
+    reported_failures,
+)
 
 if TYPE_CHECKING:
     from call_enricher_tools.local.stack import LocalStack
@@ -517,7 +522,7 @@ class StreamPoller:
                     report_batch_item_failures=self.report_batch_item_failures,
                 )
         except Exception as exc:  # noqa: BLE001 - a failed invocation, as Lambda sees it
-            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            error = invocation_error(exc)
         elapsed = time.monotonic() - started
         failed_from: int | None = None
         if error is not None:

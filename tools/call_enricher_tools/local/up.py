@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -40,6 +41,18 @@ EXIT_START_FAILED = 6  # the CLI's "configuration problem" (a port taken, a bad 
 DLQ_WATCH_SECONDS = 1.0
 
 
+def default_log_file() -> Path:
+    """Where ``local up`` writes the handlers' own output unless told otherwise."""
+    return Path(tempfile.gettempdir()) / "call-enricher-local-up.log"
+
+
+def fresh_log_file() -> Path:
+    """:func:`default_log_file`, emptied (each run starts its own log)."""
+    path = default_log_file()
+    path.unlink(missing_ok=True)
+    return path
+
+
 def run_local_up(
     options: PipelineOptions,
     *,
@@ -57,7 +70,7 @@ def run_local_up(
     def on_invocation(invocation: Invocation) -> None:
         retried = sum(1 for count in invocation.receive_counts.values() if count > 1)
         outcome = (
-            f"FAILED ({invocation.error}): all {len(invocation.message_ids)} retried later"
+            f"FAILED ({invocation.error}); all {len(invocation.message_ids)} retried later"
             if invocation.error
             else f"{len(invocation.deleted_ids)} done, {len(invocation.failed_ids)} to retry"
         )
@@ -113,6 +126,15 @@ def run_local_up(
 
 def banner(pipeline: LocalPipeline, elapsed: float) -> str:
     """Where everything listens, and how to use it."""
+    from call_enricher_tools.cli import command_name
+
+    cli = command_name()  # as a new shell finds it (.venv/bin/... when not on PATH)
+    log_file = pipeline.options.log_file
+    logs = (
+        f"The handlers' JSON logs and metrics: {log_file} (--verbose prints them here)."
+        if log_file is not None
+        else "The handlers' JSON logs and metrics are printed below (--verbose)."
+    )
     stack = pipeline.require_stack()
     sandbox = pipeline.sandbox
     trigger = stack.trigger
@@ -137,7 +159,7 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         [
             "  the sandbox's risky calls (two flagged high; a burst to one country that crosses"
             " a daily spend threshold):",
-            f"  call-enricher submit --queue-url $QUEUE_URL {' '.join(risky)}",
+            f"  {cli} submit --queue-url $QUEUE_URL {' '.join(risky)}",
         ]
         if risky
         else []
@@ -170,16 +192,17 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"  export QUEUE_URL={stack.queue_url}",
         "",
         "Operate it (as a deployed stack, with --stack NAME instead of --local):",
-        "  call-enricher ops status --local",
-        "  call-enricher ops dlq list --local      (dlq redrive, replay --since 1h)",
+        f"  {cli} ops status --local",
+        f"  {cli} ops dlq list --local      (dlq redrive, replay --since 1h)",
         "",
         "Try:",
-        f"  call-enricher submit --queue-url $QUEUE_URL {' '.join(samples) or sample}",
+        f"  {cli} submit --queue-url $QUEUE_URL {' '.join(samples) or sample}",
         f"  curl -s -X POST {pipeline.api_url}/calls -H 'content-type: application/json' "
         f'-d \'{{"callIds": ["{sample}"]}}\'',
         f"  curl -s {pipeline.api_url}/calls/{sample}",
         *risky_lines,
         "",
+        logs,
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
@@ -208,6 +231,7 @@ def watch_dead_letters(
     ``ops dlq redrive`` (a redrive's own receive hides it from this peek). A peek sees at most
     10 messages; when the DLQ holds more than it can show, one line says how many.
     """
+    from call_enricher_tools.cli import command_name
     from call_enricher_tools.ops import explain_message, table_lookup
 
     sqs = stack.client("sqs")
@@ -235,7 +259,7 @@ def watch_dead_letters(
                 )
                 if depth > 10 and depth != reported_depth:
                     reported_depth = depth
-                    say(f"[dlq] {depth} messages in the DLQ: call-enricher ops dlq list --local")
+                    say(f"[dlq] {depth} messages in the DLQ: {command_name()} ops dlq list --local")
         except Exception:  # noqa: BLE001, S112 - moto shutting down: try again, or stop
             continue
 
@@ -345,7 +369,7 @@ def cmd_local_up(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
         sandbox_port=args.sandbox_port,
         parameters=parameters,
         visibility_timeout_seconds=args.visibility_timeout,
-        log_file=args.log_file,
+        log_file=None if args.verbose else (args.log_file or fresh_log_file()),
     )
     stop = threading.Event()
 
@@ -390,11 +414,18 @@ def add_local_up_parser(local_subparsers: Any) -> argparse.ArgumentParser:
         help="no sandbox: call the real Sinch API with SINCH_APPLICATION_KEY and "
         "SINCH_APPLICATION_SECRET (region: -p SinchRegion=euc1, default global)",
     )
-    up.add_argument(
+    logs = up.add_mutually_exclusive_group()
+    logs.add_argument(
         "--log-file",
         type=Path,
         default=None,
-        help="write the handlers' JSON logs and metrics here instead of the console",
+        help="where the handlers' JSON logs and metrics go "
+        f"(default {default_log_file()}, truncated at start)",
+    )
+    logs.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the handlers' JSON logs and metrics on the console instead",
     )
     up.set_defaults(func=cmd_local_up)
     return up
