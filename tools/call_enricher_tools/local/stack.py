@@ -125,12 +125,14 @@ class LocalStack:
         visibility_timeout_seconds: int = LOCAL_VISIBILITY_TIMEOUT,
         extra_environment: Mapping[str, str] | None = None,
         template: Template | None = None,
+        moto_process: bool = False,
     ) -> None:
         """``sinch_credentials`` (a ``SinchCredentials``) are stored in the local secret;
         ``parameters`` override the template's parameter defaults (e.g.
         ``{"RecheckBaseDelaySeconds": "1"}``; an unknown name or a value the template's
         constraints refuse raises :class:`~call_enricher_tools.local.template.ParameterError`);
-        ``port`` 0 picks a free port."""
+        ``port`` 0 picks a free port; ``moto_process`` runs moto in a child process
+        (:mod:`~call_enricher_tools.local.moto_process`: a second core for a heavy run)."""
         self.template = template or Template.load()
         self.template.check_parameters(parameters or {})  # a typo or bad value fails here
         self.stack_name = stack_name
@@ -139,6 +141,7 @@ class LocalStack:
         self.port = port
         self.visibility_timeout_seconds = visibility_timeout_seconds
         self.extra_environment = dict(extra_environment or {})
+        self.moto_process = moto_process
         self.parameters = {
             **self.template.parameter_defaults(),
             "Tracing": "Disabled",
@@ -165,7 +168,13 @@ class LocalStack:
         # moto's server logs every request through werkzeug; keep the console readable.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         _check_port_free("moto server (AWS)", self.port)
-        server = ThreadedMotoServer(ip_address=LOOPBACK, port=self.port, verbose=False)
+        server: Any
+        if self.moto_process:
+            from call_enricher_tools.local.moto_process import MotoProcess
+
+            server = MotoProcess(self.port)
+        else:
+            server = ThreadedMotoServer(ip_address=LOOPBACK, port=self.port, verbose=False)
         server.start()
         self._server = server
         host, port = server.get_host_and_port()
