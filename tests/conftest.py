@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from call_enricher_tools.local.moto_atomic import make_dynamodb_writes_atomic
+from call_enricher_tools.local.moto_patches import patch_moto
 
 # moto's DynamoDB backend takes no lock: under the handlers' worker threads two writes could
 # both pass one condition, or share a stream sequence number (and a stream reader then loops
 # for ever). Every test gets DynamoDB's atomic writes, as the local stack does.
-make_dynamodb_writes_atomic()
+patch_moto()
 
 # Property tests: no per-example deadline (a loaded CI machine must not turn a slow example
 # into a failure), and no "too slow" health check for the same reason. Tests that set their

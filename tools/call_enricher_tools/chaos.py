@@ -899,7 +899,7 @@ def _table_client() -> Any:
     """The queue function's DynamoDB client, configured as deployed but for a longer read
     timeout. Under load moto answers past the deployed 5 s: botocore then resends the
     request while moto still works on the first one. moto's writes are made atomic
-    (:mod:`~call_enricher_tools.local.moto_atomic`), so the resend is refused by its condition
+    (:mod:`~call_enricher_tools.local.moto_patches`), so the resend is refused by its condition
     as DynamoDB would refuse it, but a run full of timed-out writes measures moto, not the
     service."""
     import boto3.session

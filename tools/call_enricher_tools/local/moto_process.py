@@ -6,7 +6,7 @@ chaos run's load moto is most of the CPU (Flask, its serialisers, SQS's per-mess
 and shares one interpreter lock with the handlers, the pollers and the Sinch stand-in, so the
 second core sits idle. :class:`MotoProcess` is a drop-in for ``ThreadedMotoServer`` (``start``,
 ``get_host_and_port``, ``stop``) that runs the same server, with the same atomic DynamoDB
-writes (:mod:`~call_enricher_tools.local.moto_atomic`), in a child process on 127.0.0.1.
+writes (:mod:`~call_enricher_tools.local.moto_patches`), in a child process on 127.0.0.1.
 
 ``python -m call_enricher_tools.local.moto_process --port N`` is that child.
 """
@@ -91,9 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from moto.server import ThreadedMotoServer
 
-    from call_enricher_tools.local.moto_atomic import make_dynamodb_writes_atomic
+    from call_enricher_tools.local.moto_patches import patch_moto
 
-    make_dynamodb_writes_atomic()
+    patch_moto()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -162,9 +162,9 @@ class LocalStack:
         """Start moto on 127.0.0.1 and create the resources (takes well under a second)."""
         from moto.server import ThreadedMotoServer
 
-        from call_enricher_tools.local.moto_atomic import make_dynamodb_writes_atomic
+        from call_enricher_tools.local.moto_patches import patch_moto
 
-        make_dynamodb_writes_atomic()  # conditional writes and stream records, one at a time
+        patch_moto()  # conditional writes and stream records, one at a time
         # moto's server logs every request through werkzeug; keep the console readable.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         _check_port_free("moto server (AWS)", self.port)

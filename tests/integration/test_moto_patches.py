@@ -1,5 +1,6 @@
-"""moto's DynamoDB made atomic (call_enricher_tools.local.moto_atomic), as the suite and the
-local stack run it: concurrent writes from many threads, as the handlers' worker threads do.
+"""moto as the suite and the local stack run it (call_enricher_tools.local.moto_patches):
+atomic DynamoDB writes under many threads (as the handlers' worker threads write),
+transactions that roll back what they touched, SQS receives as before.
 
 Without the patch moto gives two stream records one sequence number now and then (a stream
 reader then loops for ever) and lets two writes pass one condition."""
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from call_enricher_tools.local.moto_atomic import is_patched
+from call_enricher_tools.local.moto_patches import is_patched
 
 THREADS = 8
 WRITES = 400
@@ -102,3 +104,70 @@ def test_one_condition_lets_exactly_one_concurrent_write_through(
     for (key, _), result in zip(jobs, won, strict=True):
         winners[key] += result
     assert set(winners.values()) == {1}
+
+
+def stream_count(streams: object, arn: str) -> int:
+    (shard,) = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]  # type: ignore[attr-defined]
+    iterator = streams.get_shard_iterator(  # type: ignore[attr-defined]
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    return len(streams.get_records(ShardIterator=iterator, Limit=1000)["Records"])  # type: ignore[attr-defined]
+
+
+def test_a_refused_transaction_leaves_every_item_and_the_stream_as_they_were(
+    table: tuple[object, object, str],
+) -> None:
+    dynamodb, streams, arn = table
+    client: Any = dynamodb
+    # Given an item "kept" and a stream of one record
+    client.put_item(TableName="t", Item={"pk": {"S": "kept"}, "n": {"N": "1"}})
+    assert stream_count(streams, arn) == 1
+    # When a transaction updates "kept", creates "new" and fails on a third condition
+    with pytest.raises(ClientError) as refused:
+        client.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": "t",
+                        "Key": {"pk": {"S": "kept"}},
+                        "UpdateExpression": "SET n = :two",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}},
+                    }
+                },
+                {"Put": {"TableName": "t", "Item": {"pk": {"S": "new"}}}},
+                {
+                    "ConditionCheck": {
+                        "TableName": "t",
+                        "Key": {"pk": {"S": "absent"}},
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+            ]
+        )
+    # Then it is cancelled, and nothing of it stays: items and stream as before
+    assert refused.value.response["Error"]["Code"] == "TransactionCanceledException"
+    kept = client.get_item(TableName="t", Key={"pk": {"S": "kept"}})["Item"]
+    assert kept["n"] == {"N": "1"}
+    assert "Item" not in client.get_item(TableName="t", Key={"pk": {"S": "new"}})
+    assert stream_count(streams, arn) == 1
+    # ... and one that passes writes all its items, each with its stream record
+    client.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": "t", "Item": {"pk": {"S": "a"}}}},
+            {"Put": {"TableName": "t", "Item": {"pk": {"S": "b"}}}},
+        ]
+    )
+    assert stream_count(streams, arn) == 3
+    assert "Item" in client.get_item(TableName="t", Key={"pk": {"S": "b"}})
+
+
+def test_sqs_still_delivers_and_counts_messages() -> None:
+    with mock_aws():
+        sqs: Any = boto3.client("sqs", region_name="eu-west-1")
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        for index in range(3):
+            sqs.send_message(QueueUrl=url, MessageBody=str(index))
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        assert sorted(m["Body"] for m in got) == ["0", "1", "2"]
+        depth = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert depth["ApproximateNumberOfMessagesNotVisible"] == "3"
