@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 from call_enricher import errors
-from call_enricher.events import REASON_NOT_FINAL_IN_TIME
 from call_enricher.observability import MetricName
 from call_enricher.risk import RiskPolicy, SignalCode, load_policy
 from call_enricher.service import _is_final_failure
@@ -194,20 +193,36 @@ def test_make_targets_in_the_docs_are_exactly_the_ones_make_help_lists() -> None
 # -- contracts -------------------------------------------------------------------------------
 
 
-def test_the_failure_reasons_are_exactly_the_ones_a_failure_state_can_carry() -> None:
-    # Given the error classes whose failure is stored (not retried), and not-final-in-time
+def test_the_reason_table_is_the_code_s_failure_reasons_in_order() -> None:
+    # Given the reasons a failure state can carry (errors.FailureReason, the one list)
+    reasons = [reason.value for reason in errors.FailureReason]
+    # When docs/events.md's reason table is read
+    table = [
+        name for row in ds.table(ds.doc("events.md"), "reason") for name in ds.backticked(row[0])
+    ]
+    # Then it lists exactly those, once each, in the code's order
+    assert table == reasons
+
+
+def test_the_reasons_named_as_retried_are_the_errors_that_are_never_stored() -> None:
+    # Given the reasons of the errors the service retries instead of storing (transient ones
+    # and the ones an operator must fix)
     Error = type[errors.CallEnricherError]
 
     def subclasses(cls: Error) -> list[Error]:
         return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
 
-    stored = {
+    retried = {
         cls.reason
         for cls in subclasses(errors.CallEnricherError)[1:]  # the base is abstract
-        if _is_final_failure(cls("x")) and cls.error_class is not errors.ErrorClass.NOT_FINAL
-    } | {REASON_NOT_FINAL_IN_TIME}
-    # Then docs/events.md's reason table lists exactly those
-    assert set(ds.first_column(ds.doc("events.md"), "reason")) == stored
+        if cls.__module__.startswith("call_enricher.") and not _is_final_failure(cls("x"))
+    }
+    # When docs/events.md's paragraph about what is never a failure state is read
+    (paragraph,) = [p for p in ds.doc("events.md").split("\n\n") if "never a failure state" in p]
+    named = {code for code in ds.inline_code(paragraph) if re.fullmatch(r"[a-z]+(-[a-z]+)+", code)}
+    # Then it names exactly those (and no failure reason)
+    assert named == retried
+    assert not retried & set(errors.FailureReason)
 
 
 def test_the_risk_signals_and_the_policy_example_are_the_code_s() -> None:

@@ -3,6 +3,8 @@
 import pytest
 
 from call_enricher import errors
+from call_enricher.events import REASON_NOT_FINAL_IN_TIME
+from call_enricher.service import _is_final_failure
 
 
 @pytest.mark.parametrize(
@@ -46,3 +48,25 @@ def test_reasons_are_unique():
     # Then no two share a reason code (events and metrics are keyed by it)
     reasons = [cls.reason for cls in leaves]
     assert len(reasons) == len(set(reasons))
+
+
+def test_the_failure_reasons_are_exactly_the_ones_a_failure_state_can_carry():
+    # Given the library's error classes whose failure the service stores instead of retrying
+    def subclasses(cls):
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    stored = {
+        cls.reason
+        for cls in subclasses(errors.CallEnricherError)[1:]  # the base is abstract
+        if cls.__module__ == errors.__name__
+        and _is_final_failure(cls("x"))
+        and cls.error_class is not errors.ErrorClass.NOT_FINAL  # stored as not-final-in-time
+    }
+    # When compared with the one list of failure reasons
+    listed = [reason.value for reason in errors.FailureReason]
+    # Then it is those, plus not-final-in-time, each once
+    assert set(listed) == stored | {REASON_NOT_FINAL_IN_TIME}
+    assert len(listed) == len(set(listed))
+    # And a failure state is stored with that reason: plain strings, equal to the members
+    assert errors.CallNotFoundError.reason == errors.FailureReason.CALL_NOT_FOUND
+    assert type(errors.CallNotFoundError.reason) is str

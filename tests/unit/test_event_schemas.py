@@ -145,6 +145,20 @@ def test_schemas_reject_what_the_contract_forbids():
     assert FAILED.is_valid({**good, "addedInMinor": 1})
 
 
+def test_the_failure_schema_lists_the_code_s_reasons_and_accepts_new_ones():
+    # Given the committed failure schema's reason
+    document = json.loads((SCHEMA_DIR / "call-enrichment-failed.schema.json").read_text())
+    reason = document["properties"]["reason"]
+    # Then its known codes are errors.FailureReason, in order, and the description names each
+    (known,) = [branch["enum"] for branch in reason["anyOf"] if "enum" in branch]
+    assert known == [r.value for r in errors.FailureReason]
+    assert all(f"`{code}`" in reason["description"] for code in known)
+    # And a detail with any of them, or with a kebab-case code added later, is valid
+    good = call_enrichment_failed_event(CALL_ID, failure()).detail
+    for code in [*known, "added-in-a-minor-version"]:
+        assert_valid(FAILED, {**good, "reason": code})
+
+
 # -- Call Enriched -------------------------------------------------------------------------------
 
 

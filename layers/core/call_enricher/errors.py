@@ -5,7 +5,9 @@ Every failure the library can raise is a :class:`CallEnricherError` carrying:
 * ``error_class``: what the caller should do about it
   (:class:`ErrorClass`: retry it, give up, report "not found", or wait for the call to end);
 * ``reason``: a stable, kebab-case machine code used in events, metrics, logs and HTTP
-  error bodies (``call-not-found``, ``invalid-record``, ``sinch-unavailable``, ...);
+  error bodies (``call-not-found``, ``invalid-record``, ``sinch-unavailable``, ...); the
+  reasons a stored failure state can carry are :class:`FailureReason`, the one list the
+  event schemas and docs/events.md follow;
 * optional Sinch diagnostics (``http_status``, ``sinch_error_code``, ``sinch_reference``).
 
 Handlers map ``error_class`` to their trigger's answer (SQS batch item failure, HTTP
@@ -25,6 +27,31 @@ class ErrorClass(StrEnum):
     PERMANENT = "permanent"  # retrying cannot help (bad input, invalid record, auth/config)
     NOT_FOUND = "not-found"  # Sinch does not know the call (permanent, but reported apart)
     NOT_FINAL = "not-final"  # the call is still ONGOING: check again later
+
+
+class FailureReason(StrEnum):
+    """The reasons a stored failure state, and so a ``Call Enrichment Failed`` event, can
+    carry: the reason of every error whose failure is stored (not retried), plus
+    ``not-final-in-time``. The error classes below take their ``reason`` from here; the
+    event schema's known codes and docs/events.md's reason table are this list, in this
+    order (tests/unit and tests/docs check both). An open set for consumers: a minor version
+    may add a reason.
+
+    Transient errors and the ones an operator must fix (``sinch-auth``,
+    ``configuration-error``, a Sinch 403) are retried, then the DLQ: never a failure state.
+    """
+
+    CALL_NOT_FOUND = "call-not-found"
+    INVALID_RECORD = "invalid-record"
+    INVALID_CALL_ID = "invalid-call-id"
+    MALFORMED_MESSAGE = "malformed-message"
+    SINCH_REJECTED = "sinch-rejected"
+    PERMANENT_ERROR = "permanent-error"
+    NOT_FINAL_IN_TIME = "not-final-in-time"
+    """Still ONGOING ``RECHECK_MAX_AGE_SECONDS`` after the call was first seen (the reason
+    the service stores instead of :class:`CallNotFinalError`'s)."""
+    EVENT_TOO_LARGE = "event-too-large"
+    EVENT_REJECTED = "event-rejected"
 
 
 class CallEnricherError(Exception):
@@ -122,19 +149,19 @@ class AwsUnavailableError(TransientError):
 
 class PermanentError(CallEnricherError):
     error_class = ErrorClass.PERMANENT
-    reason = "permanent-error"
+    reason = FailureReason.PERMANENT_ERROR.value
 
 
 class InvalidCallIdError(PermanentError):
     """The call ID is empty, too long, or has characters a Sinch call ID never has."""
 
-    reason = "invalid-call-id"
+    reason = FailureReason.INVALID_CALL_ID.value
 
 
 class MalformedMessageError(PermanentError):
     """An input message (SQS body, API body) could not be understood."""
 
-    reason = "malformed-message"
+    reason = FailureReason.MALFORMED_MESSAGE.value
     call_id: str | None = None
     """The message's call ID when it was valid and the rest of the message was not (set by
     the parser), so a failure event can still name its call."""
@@ -146,13 +173,13 @@ class InvalidRecordError(PermanentError):
     ``details`` lists the problems: ``[{"field": "duration", "problem": "..."}, ...]``.
     """
 
-    reason = "invalid-record"
+    reason = FailureReason.INVALID_RECORD.value
 
 
 class SinchRejectedError(PermanentError):
     """Sinch answered 400 or 403 (bad parameters, forbidden)."""
 
-    reason = "sinch-rejected"
+    reason = FailureReason.SINCH_REJECTED.value
 
 
 class SinchAuthError(PermanentError):
@@ -170,20 +197,20 @@ class ConfigurationError(PermanentError):
 class EventRejectedError(PermanentError):
     """EventBridge can never accept this entry (rejected as malformed, not JSON)."""
 
-    reason = "event-rejected"
+    reason = FailureReason.EVENT_REJECTED.value
 
 
 class EventTooLargeError(EventRejectedError):
     """The event is over EventBridge's entry size limit (256 KB)."""
 
-    reason = "event-too-large"
+    reason = FailureReason.EVENT_TOO_LARGE.value
 
 
 class CallNotFoundError(CallEnricherError):
     """Sinch answered 404: it does not know the call (in the region asked)."""
 
     error_class = ErrorClass.NOT_FOUND
-    reason = "call-not-found"
+    reason = FailureReason.CALL_NOT_FOUND.value
 
 
 class CallNotFinalError(CallEnricherError):

@@ -11,12 +11,12 @@ Two detail types, both with source ``EVENT_SOURCE`` (default ``call-enricher``):
     FINAL one; a FINAL version is never followed by an ONGOING one.
 
 ``Call Enrichment Failed`` (:class:`CallEnrichmentFailedDetail`)
-    A call (or a message) that cannot be enriched: the ``reason`` code of
-    :mod:`call_enricher.errors` (``call-not-found``, ``invalid-record``, ``invalid-call-id``,
-    ``malformed-message``, ...), ``not-final-in-time`` (still ONGOING past the re-check
-    horizon) or ``event-too-large`` / ``event-rejected`` (the record is stored, but its
-    ``Call Enriched`` event can never be accepted by EventBridge), with Sinch's error code and
-    reference when Sinch answered. One event per stored failure state: a redelivered message
+    A call (or a message) that cannot be enriched: a ``reason`` of
+    :class:`~call_enricher.errors.FailureReason` (``call-not-found``, ``invalid-record``,
+    ``invalid-call-id``, ``malformed-message``, ...; ``not-final-in-time``: still ONGOING past
+    the re-check horizon; ``event-too-large`` / ``event-rejected``: the record is stored, but
+    its ``Call Enriched`` event can never be accepted by EventBridge), with Sinch's error code
+    and reference when Sinch answered. One event per stored failure state: a redelivered message
     that fails the same way stores nothing new and announces nothing. ``eventId`` is
     derived from the call ID (or ``unknown``), the reason and the stored state change, so a
     replayed stream record yields the same ID.
@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
 
 from call_enricher.enrichment import EnrichedCall
-from call_enricher.errors import ErrorClass, PermanentError
+from call_enricher.errors import ErrorClass, FailureReason, PermanentError
 from call_enricher.model import format_decimal, format_utc
 from call_enricher.redact import MAX_TEXT_CHARS, RAW_CALL_ID_CHARS
 from call_enricher.state import MESSAGE_KEY_PREFIX, Failure, StoredCall
@@ -86,13 +86,31 @@ DETAIL_TYPE_SPEND_THRESHOLD_CROSSED = "Spend Threshold Crossed"
 EVENT_SCHEMA_VERSION = "1.0.0"
 """Version of every detail (semantic; see the module docstring)."""
 
-REASON_NOT_FINAL_IN_TIME = "not-final-in-time"
+REASON_NOT_FINAL_IN_TIME = FailureReason.NOT_FINAL_IN_TIME.value
 """Failure reason: the call was still ONGOING after ``RECHECK_MAX_AGE_SECONDS``."""
 
 MAX_MESSAGE_CHARS = MAX_TEXT_CHARS
 
 _SCHEMA_VERSION_PATTERN = r"^1\.\d+\.\d+$"
 _REASON_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+_KNOWN_REASONS = [reason.value for reason in FailureReason]
+_REASON_DESCRIPTION = (
+    "Stable kebab-case reason code: "
+    + ", ".join(f"`{reason}`" for reason in _KNOWN_REASONS)
+    + " (`event-too-large`: the record is stored but its `Call Enriched` event is over"
+    " EventBridge's 256 KB). Errors an operator must fix (`sinch-auth`, `configuration-error`)"
+    " and transient ones are retried, then the DLQ: never announced as failures. Open set:"
+    " consumers must accept codes they do not know (the schema lists the known ones and"
+    " accepts any other kebab-case code)."
+)
+# The known codes, machine-readable, without closing the set: a reason added by a minor
+# version still validates (Draft 4 compatible: no `examples`, no boolean schemas).
+_REASON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"enum": _KNOWN_REASONS, "description": "The reasons of this schema version."},
+        {"description": "A reason added by a later minor version: accept it."},
+    ]
+}
 
 
 @dataclass(frozen=True)
@@ -263,16 +281,9 @@ class CallEnrichmentFailedDetail(_Detail):
         str,
         Field(
             pattern=_REASON_PATTERN,
-            description=(
-                "Stable kebab-case reason code: `call-not-found`, `invalid-record`,"
-                " `invalid-call-id`, `malformed-message`, `sinch-rejected`, `permanent-error`,"
-                " `not-final-in-time`, `event-too-large` (the record is stored but its `Call"
-                " Enriched` event is over EventBridge's 256 KB), `event-rejected`. Errors an"
-                " operator must fix (`sinch-auth`, `configuration-error`) and transient ones"
-                " are retried, then the DLQ: never announced as failures. Open set: consumers"
-                " must accept codes they do not know."
-            ),
+            description=_REASON_DESCRIPTION,
             examples=["call-not-found", "not-final-in-time"],
+            json_schema_extra=_REASON_SCHEMA,
         ),
     ]
     error_class: Annotated[
