@@ -3,6 +3,8 @@
 Routes (contract: ``call_enricher.api_models``; document: ``openapi.json``):
 
 * ``POST /calls``                 enqueue 1-100 call IDs            -> 202 / 422 (all rejected)
+* ``GET /calls?day=YYYY-MM-DD``   the day's calls (state, status,  -> 200 / 422
+                                  limit, cursor), ByDay index
 * ``GET /calls/{callId}``         the call's state: enriched or     -> 200 (ETag) / 304 / 404
                                   failed (404: never processed)
 * ``POST /calls/{callId}/enrich`` enrich now, synchronously         -> 200 / 404 / 422 / 502 / 504
@@ -15,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from call_enricher import api_models as api
@@ -29,6 +31,12 @@ from call_enricher.errors import CallEnricherError, InvalidCallIdError
 from call_enricher.messages import EnrichmentRequest
 from call_enricher.observability import logger, metrics, tracer
 from call_enricher.runtime import get_service, init_service
+from call_enricher.search import (
+    DEFAULT_SEARCH_LIMIT,
+    MAX_SEARCH_LIMIT,
+    CallSearch,
+    InvalidCursorError,
+)
 from call_enricher.service import Disposition, Outcome, WorkItem
 from call_enricher.state import StoredCall
 
@@ -153,28 +161,57 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def _resource(stored: StoredCall, outcome: str | None = None) -> api.CallResource:
-    failure, trace = stored.failure, stored.last_error
-    return api.CallResource(
-        callId=stored.call_id,
-        state=stored.state,
-        version=stored.version,
-        status=stored.status,
-        updatedAt=stored.updated_at,
-        outcome=outcome,
-        failure=api.CallFailure.model_validate(
-            failure.model_dump(by_alias=True, include=set(api.CallFailure.model_fields))
+@app.get(
+    "/calls",
+    summary="The calls of one UTC day, in time order (a page at a time)",
+    responses={
+        200: {"description": "A page of calls", "content": {_JSON: {"model": api.CallPage}}},
+        502: {"description": "Storage failed", "content": {_JSON: {"model": api.ErrorResponse}}},
+        **_ERRORS,
+    },
+)
+def search_calls(
+    day: Annotated[
+        str,
+        Query(
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            description="UTC day (YYYY-MM-DD): the call's start day; a failure without a"
+            " record, the day it failed.",
+        ),
+    ],
+    state: Annotated[
+        Literal["enriched", "failed"] | None, Query(description="Only calls in this state.")
+    ] = None,
+    status: Annotated[
+        Literal["FINAL", "ONGOING"] | None, Query(description="Only calls with this status.")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_SEARCH_LIMIT, description="Calls per page (at most 500).")
+    ] = DEFAULT_SEARCH_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="nextCursor of the previous page.")
+    ] = None,
+) -> Response[Any]:
+    store = get_service().store  # the same table and client (a search is cheap to build)
+    try:
+        page = CallSearch(store.table_name, client=store.client).page(
+            day, state=state, status=status, limit=limit, cursor=cursor
         )
-        if failure is not None
-        else None,
-        lastError=api.CallRetry(
-            summary=trace.describe(),
-            **trace.model_dump(by_alias=True, include=set(api.CallRetry.model_fields)),
-        )
-        if trace is not None
-        else None,
-        record=stored.record,
+    except InvalidCursorError as exc:
+        return _error(422, "validation-error", "The request is invalid.", [_problem("cursor", exc)])
+    except ValueError as exc:  # a date that does not exist (2026-02-30)
+        return _error(422, "validation-error", "The request is invalid.", [_problem("day", exc)])
+    body = api.CallPage(
+        day=day,
+        count=len(page.calls),
+        calls=[api.call_resource(stored) for stored in page.calls],
+        nextCursor=page.cursor,
     )
+    return _json(200, body, {"Cache-Control": "private, no-cache"})
+
+
+def _problem(field: str, exc: Exception) -> dict[str, str]:
+    return {"field": f"query.{field}", "problem": str(exc)[:200]}
 
 
 @app.get(
@@ -199,7 +236,9 @@ def get_call(callId: CallIdPath) -> Response[Any]:
     etag = _etag(stored)
     if _matches(app.current_event.headers.get("if-none-match"), etag):
         return Response(304, None, "", headers={"ETag": etag})
-    return _json(200, _resource(stored), {"ETag": etag, "Cache-Control": "private, no-cache"})
+    return _json(
+        200, api.call_resource(stored), {"ETag": etag, "Cache-Control": "private, no-cache"}
+    )
 
 
 @app.post(
@@ -247,13 +286,13 @@ def enrich_call(callId: CallIdPath) -> Response[Any]:
             "reason": result.error.reason if result.error else result.outcome.value
         }
         if stored is not None:
-            details["call"] = _resource(stored, result.outcome.value).model_dump(
+            details["call"] = api.call_resource(stored, result.outcome.value).model_dump(
                 mode="json", by_alias=True
             )
         return _error(status, code, message, details)
     if stored is None:
         return _error(502, "upstream-error", "The call could not be enriched now.")
-    return _json(200, _resource(stored, result.outcome.value))
+    return _json(200, api.call_resource(stored, result.outcome.value))
 
 
 @app.get("/openapi.json", include_in_schema=False)

@@ -133,6 +133,15 @@ def secret_string(credentials: SinchCredentials) -> str:
     )
 
 
+def calls_table_keys() -> dict[str, Any]:
+    """The calls table's keys and indexes as template.yaml declares them."""
+    from call_enricher_tools.local.template import Template
+
+    properties = Template.load().resources["CallsTable"]["Properties"]
+    names = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+    return {name: properties[name] for name in names if name in properties}
+
+
 def create_aws_stack(credentials: SinchCredentials, *, prefix: str | None = None) -> AwsStack:
     """Create the stack's resources (call inside ``mock_aws`` or with a moto endpoint)."""
     prefix = prefix or f"t{uuid.uuid4().hex[:8]}"
@@ -142,8 +151,7 @@ def create_aws_stack(credentials: SinchCredentials, *, prefix: str | None = None
     table = f"{prefix}-calls"
     dynamodb.create_table(
         TableName=table,
-        KeySchema=[{"AttributeName": "callId", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "callId", "AttributeType": "S"}],
+        **calls_table_keys(),
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )

@@ -105,6 +105,7 @@ PUBLISHER = "StreamPublisherFunction"
 
 EXPECTED_ROUTES = {
     ("POST", "/calls"): ("HttpApiFunction", "AWS_IAM"),
+    ("GET", "/calls"): ("HttpApiFunction", "AWS_IAM"),
     ("GET", "/calls/{callId}"): ("HttpApiFunction", "AWS_IAM"),
     ("POST", "/calls/{callId}/enrich"): ("HttpApiFunction", "AWS_IAM"),
     ("GET", "/openapi.json"): ("HttpApiFunction", "AWS_IAM"),
@@ -639,7 +640,23 @@ def test_the_calls_table(template: Template) -> None:
     props = table["Properties"]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["KeySchema"] == [{"AttributeName": "callId", "KeyType": "HASH"}]
-    assert props["AttributeDefinitions"] == [{"AttributeName": "callId", "AttributeType": "S"}]
+    assert props["AttributeDefinitions"] == [
+        {"AttributeName": name, "AttributeType": "S"}
+        for name in ("callId", "searchDay", "searchSort")
+    ]
+    # GET /calls?day=: the index the storage module queries, on the attributes it writes
+    (index,) = props["GlobalSecondaryIndexes"]
+    assert index == {
+        "IndexName": "ByDay",
+        "KeySchema": [
+            {"AttributeName": "searchDay", "KeyType": "HASH"},
+            {"AttributeName": "searchSort", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+    search = (LIBRARY / "call_enricher" / "search.py").read_text(encoding="utf-8")
+    assert 'SEARCH_INDEX = "ByDay"' in search
+    assert "#searchDay = :searchDay" in (LIBRARY / "call_enricher" / "storage.py").read_text()
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert props["SSESpecification"]["SSEEnabled"] is True
     # The attribute the storage module writes (call_enricher.storage).

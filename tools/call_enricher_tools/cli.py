@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from call_enricher_tools.chaos import add_chaos_command
+    from call_enricher_tools.export import add_export_command
     from call_enricher_tools.local.commands import add_local_commands
     from call_enricher_tools.ops import add_ops_command
     from call_enricher_tools.sandbox.command import add_sandbox_command
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_local_commands(sub)
     add_chaos_command(sub)
     add_ops_command(sub)
+    add_export_command(sub)
     _plain_help(parser)
     return parser
 

@@ -1076,7 +1076,7 @@ def cmd_replay(target: StackTarget, out: TextIO, err: TextIO, args: argparse.Nam
 Command = Callable[[StackTarget, TextIO, TextIO, argparse.Namespace], int]
 
 
-def _run(command: Command) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
+def run_command(command: Command) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
     def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         try:
             target = resolve_target(args)
@@ -1088,7 +1088,7 @@ def _run(command: Command) -> Callable[[argparse.Namespace, TextIO, TextIO], int
     return run
 
 
-def _target_options() -> argparse.ArgumentParser:
+def target_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("target (a deployed stack, or the local stack)")
     where.add_argument(
@@ -1121,7 +1121,7 @@ def _target_options() -> argparse.ArgumentParser:
 def add_ops_command(subparsers: Any) -> None:
     """Register ``ops`` (status, dlq list, dlq redrive, replay) on the CLI's subparsers."""
     epilog = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
-    common = _target_options()
+    common = target_options()
     formatter = argparse.RawDescriptionHelpFormatter
     ops: argparse.ArgumentParser = subparsers.add_parser(
         "ops",
@@ -1140,7 +1140,7 @@ def add_ops_command(subparsers: Any) -> None:
         "status", parents=[common], help="queues, alarms in ALARM, events published", epilog=epilog,
         formatter_class=formatter,
     )  # fmt: skip
-    status.set_defaults(func=_run(cmd_status))
+    status.set_defaults(func=run_command(cmd_status))
 
     dlq = commands.add_parser("dlq", help="the dead-letter queue: list, redrive")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
@@ -1149,7 +1149,7 @@ def add_ops_command(subparsers: Any) -> None:
         epilog=epilog, formatter_class=formatter,
     )  # fmt: skip
     listing.add_argument("--max", type=int, default=100, help="list at most N messages (100)")
-    listing.set_defaults(func=_run(cmd_dlq_list))
+    listing.set_defaults(func=run_command(cmd_dlq_list))
     redrive = dlq_commands.add_parser(
         "redrive", parents=[common], help="move its messages back to the enrichment queue",
         epilog=epilog, formatter_class=formatter,
@@ -1157,7 +1157,7 @@ def add_ops_command(subparsers: Any) -> None:
     redrive.add_argument(
         "--max", type=int, default=None, help="move at most N (one at a time; default: all)"
     )
-    redrive.set_defaults(func=_run(cmd_dlq_redrive))
+    redrive.set_defaults(func=run_command(cmd_dlq_redrive))
 
     replay = commands.add_parser(
         "replay",
@@ -1184,4 +1184,4 @@ def add_ops_command(subparsers: Any) -> None:
     )
     replay.add_argument("--no-wait", action="store_true", help="start it and return")
     replay.add_argument("--poll-seconds", type=float, default=2.0, help=argparse.SUPPRESS)
-    replay.set_defaults(func=_run(cmd_replay))
+    replay.set_defaults(func=run_command(cmd_replay))

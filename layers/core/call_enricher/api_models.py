@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from call_enricher import errors
 from call_enricher.messages import check_context
+from call_enricher.state import StoredCall
 
 __all__ = [
     "API_VERSION",
@@ -187,6 +188,47 @@ class CallResource(_Strict):
         dict[str, Any] | None,
         Field(description="The enriched record (see events/schemas); null when none is stored."),
     ] = None
+
+
+class CallPage(_Strict):
+    """One page of GET /calls?day=: the day's calls in time order (start, or when failed)."""
+
+    day: Annotated[str, Field(description="The UTC day searched (YYYY-MM-DD).")]
+    count: Annotated[int, Field(ge=0, description="Calls on this page.")]
+    calls: list[CallResource]
+    next_cursor: Annotated[
+        str | None,
+        Field(
+            alias="nextCursor",
+            description="Pass as `cursor` for the next page (same day and filters); null: no"
+            " more. Opaque.",
+        ),
+    ] = None
+
+
+def call_resource(stored: StoredCall, outcome: str | None = None) -> CallResource:
+    """A stored call as the API (and ``call-enricher export``) present it."""
+    failure, trace = stored.failure, stored.last_error
+    return CallResource(
+        call_id=stored.call_id,
+        state=stored.state,
+        version=stored.version,
+        status=stored.status,
+        updated_at=stored.updated_at,
+        outcome=outcome,
+        failure=CallFailure.model_validate(
+            failure.model_dump(by_alias=True, include=set(CallFailure.model_fields))
+        )
+        if failure is not None
+        else None,
+        last_error=CallRetry(
+            summary=trace.describe(),
+            **trace.model_dump(by_alias=True, include=set(CallRetry.model_fields)),
+        )
+        if trace is not None
+        else None,
+        record=stored.record,
+    )
 
 
 class ErrorBody(_Strict):

@@ -53,6 +53,8 @@ _NAMES = {
         "lastError",
         "schemaVersion",
         "expiresAt",
+        "searchDay",
+        "searchSort",
     )
 }
 

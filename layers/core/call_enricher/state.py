@@ -27,6 +27,7 @@ __all__ = [
     "StoredCall",
     "failure_from_error",
     "message_key",
+    "search_keys",
 ]
 
 STORED_ITEM_SCHEMA_VERSION = "2.0.0"
@@ -143,6 +144,23 @@ class StoredCall(_Item):
     expires_at: Annotated[
         int | None, Field(alias="expiresAt", description="DynamoDB TTL, epoch seconds.")
     ] = None
+    search_day: Annotated[
+        str | None,
+        Field(
+            alias="searchDay",
+            description="Partition key of the ByDay index (GET /calls?day=): the record's UTC"
+            " start day, else the day the call failed (YYYY-MM-DD). Absent while only"
+            " retrying, and for a message without a call ID.",
+        ),
+    ] = None
+    search_sort: Annotated[
+        str | None,
+        Field(
+            alias="searchSort",
+            description="Sort key of the ByDay index: the same instant (ISO 8601 UTC) then"
+            " '#' and the call ID, so a day reads in time order.",
+        ),
+    ] = None
 
     @property
     def is_final(self) -> bool:
@@ -163,6 +181,13 @@ def retry_trace(
         at=at.astimezone(UTC),
         source_id=source_id,
     )
+
+
+def search_keys(when: datetime, call_id: str) -> tuple[str, str]:
+    """``(searchDay, searchSort)`` of a call whose day is set by ``when`` (its start, or when
+    it failed): the UTC date, and the UTC instant then the call ID."""
+    utc = when.astimezone(UTC)
+    return utc.date().isoformat(), f"{utc.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z#{call_id}"
 
 
 def message_key(message_id: str) -> str:

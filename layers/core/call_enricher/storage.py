@@ -73,6 +73,7 @@ from call_enricher.state import (
     Failure,
     RetryTrace,
     StoredCall,
+    search_keys,
 )
 
 __all__ = ["BATCH_GET_LIMIT", "CallStore", "WriteOutcome", "WriteResult", "parse_item"]
@@ -127,6 +128,17 @@ class EnrichedLike(Protocol):
     def status(self) -> str: ...
 
     def model_dump(self, *, mode: str, by_alias: bool) -> dict[str, Any]: ...
+
+
+def _record_start(record: Mapping[str, Any]) -> datetime | None:
+    """The enriched record's start (``time.start``, ISO 8601 UTC), if Sinch gave one."""
+    start = (record.get("time") or {}).get("start")
+    if not isinstance(start, str):
+        return None
+    try:
+        return datetime.fromisoformat(start)
+    except ValueError:
+        return None
 
 
 # -- the one translation between items and models ---------------------------------------
@@ -238,6 +250,8 @@ class CallStore:
         status = enriched.status
         fingerprint = enriched.provenance.fingerprint
         now = self._now()
+        record = enriched.model_dump(mode="json", by_alias=True)
+        day, sort = search_keys(_record_start(record) or now, enriched.call_id)
         values: dict[str, Any] = {
             ":null": {"NULL": True},
             ":zero": {"N": "0"},
@@ -245,7 +259,9 @@ class CallStore:
             ":enriched": {"S": "enriched"},
             ":fingerprint": {"S": fingerprint},
             ":status": {"S": status},
-            ":record": to_attribute(enriched.model_dump(mode="json", by_alias=True)),
+            ":record": to_attribute(record),
+            ":searchDay": {"S": day},
+            ":searchSort": {"S": sort},
             ":context": to_attribute(dict(context)) if context is not None else {"NULL": True},
             ":entryPath": {"S": entry_path} if entry_path else {"NULL": True},
             ":now": {"S": format_utc(now)},
@@ -264,6 +280,8 @@ class CallStore:
             "#entryPath = :entryPath",
             "#updatedAt = :now",
             "#schemaVersion = :schemaVersion",
+            "#searchDay = :searchDay",
+            "#searchSort = :searchSort",
         ]
         removals = ["#failure", "#lastError"]
         self._ttl(assignments, removals, values, now)
@@ -303,6 +321,14 @@ class CallStore:
             "#createdAt = if_not_exists(#createdAt, :now)",
             "#schemaVersion = :schemaVersion",
         ]
+        if not key.startswith(MESSAGE_KEY_PREFIX):
+            # Searchable by the day it failed, unless a stored record already gave it a day.
+            day, sort = search_keys(failure.failed_at, key)
+            values[":searchDay"], values[":searchSort"] = {"S": day}, {"S": sort}
+            assignments += [
+                "#searchDay = if_not_exists(#searchDay, :searchDay)",
+                "#searchSort = if_not_exists(#searchSort, :searchSort)",
+            ]
         removals: list[str] = ["#lastError"]
         ttl = MESSAGE_FAILURE_TTL_SECONDS if key.startswith(MESSAGE_KEY_PREFIX) else None
         self._ttl(assignments, removals, values, now, seconds=ttl)
