@@ -28,6 +28,7 @@ def test_routes_come_from_the_template():
     keys = {(r.route_key, r.function) for r in routes_from_template()}
     assert keys >= {
         ("POST /calls", "http_api"),
+        ("GET /calls", "http_api"),
         ("GET /calls/{callId}", "http_api"),
         ("POST /calls/{callId}/enrich", "http_api"),
         ("GET /openapi.json", "http_api"),
@@ -82,6 +83,27 @@ def test_enrich_and_get_over_http(api: tuple[LocalApi, Harness]):
         timeout=10,
     )
     assert cached.status_code == 304
+
+
+def test_search_a_day_over_http(api: tuple[LocalApi, Harness]):
+    local, _ = api
+    # Given a call enriched over HTTP, on its UTC start day
+    enriched = requests.post(f"{local.base_url}/calls/{FINAL_ID}/enrich", timeout=20)
+    assert enriched.status_code == 200, enriched.text
+    day = enriched.json()["record"]["time"]["utcDay"]
+    # When that day is searched, with a query string as a client sends it
+    found = requests.get(
+        f"{local.base_url}/calls", params={"day": day, "state": "enriched"}, timeout=10
+    )
+    # Then the call is listed as GET /calls/{callId} answers it
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert (body["day"], body["count"], body["nextCursor"]) == (day, 1, None)
+    assert body["calls"][0]["record"] == enriched.json()["record"]
+    # ... and a bad day is the one error shape, naming the parameter
+    bad = requests.get(f"{local.base_url}/calls", params={"day": "yesterday"}, timeout=10)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["field"] == "query.day"
 
 
 def test_a_failed_call_over_http(api: tuple[LocalApi, Harness]):

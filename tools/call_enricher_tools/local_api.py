@@ -64,14 +64,6 @@ class Route:
         return None if found is None else {k: unquote(v) for k, v in found.groupdict().items()}
 
 
-DEFAULT_ROUTES = (
-    Route("POST", "/calls", "http_api"),
-    Route("GET", "/calls/{callId}", "http_api"),
-    Route("POST", "/calls/{callId}/enrich", "http_api"),
-    Route("POST", "/sinch/callbacks", "sinch_callbacks", 5.0),
-)
-
-
 def routes_from_template() -> tuple[Route, ...]:
     """The template's ``HttpApi`` routes (functions by ``CodeUri`` folder, with timeouts)."""
     from call_enricher_tools.local.template import Template
@@ -88,7 +80,9 @@ def routes_from_template() -> tuple[Route, ...]:
                 routes.append(
                     Route(str(spec["Method"]).upper(), str(spec["Path"]), folder, timeout)
                 )
-    return tuple(routes) or DEFAULT_ROUTES
+    if not routes:
+        raise ValueError("template.yaml declares no HttpApi route")
+    return tuple(routes)
 
 
 class LocalLambdaContext:
