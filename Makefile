@@ -41,10 +41,11 @@ check: setup ## the inner loop (under 2 min): lint, types, unit + fast integrati
 test: setup sam-setup ## the whole suite, what CI runs: lint, types, every test (slow: e2e, SAM tools)
 	$(MAKE) --no-print-directory lint typecheck pytest
 
-lint: setup ## ruff lint + format check; committed schemas, openapi.json and geo index up to date
+lint: setup ## ruff lint + format check; committed schemas, template.yaml's schema registry, openapi.json and geo index up to date
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(PY) -m call_enricher_tools.schemas --check
+	$(PY) -m call_enricher_tools.registry --check
 	$(PY) -m call_enricher_tools.openapi --check
 	$(PY) -m call_enricher_tools.geoindex --check
 
@@ -69,9 +70,10 @@ bench: setup ## run every benchmark; print the figures and write bench/results/l
 bench-quick: setup ## the benchmarks with fewer repetitions (a smoke run)
 	$(PY) -m bench --quick
 
-openapi: setup ## regenerate openapi.json and events/schemas/ from the code
+openapi: setup ## regenerate openapi.json, events/schemas/ and template.yaml's schema registry from the code
 	$(PY) -m call_enricher_tools.openapi
 	$(PY) -m call_enricher_tools.schemas
+	$(PY) -m call_enricher_tools.registry
 
 build: sam-cli-setup ## sam build for arm64 (no container) + compiled bytecode: what `sam deploy` uploads (no checkov)
 	$(MAKE) --no-print-directory sam-build

@@ -27,17 +27,23 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2] / "events" / "schemas"
 
 @dataclass(frozen=True)
 class SchemaSpec:
-    """One committed schema: its file, the model it comes from, its ``$id`` and title."""
+    """One committed schema: its file, the model it comes from, its ``$id`` and title, and
+    for an event detail its EventBridge ``detail-type`` (the registry schemas of
+    :mod:`call_enricher_tools.registry` are made of these)."""
 
     filename: str
     model: type[BaseModel]
     schema_id: str
     title: str
+    detail_type: str | None = None
 
 
 def specs() -> tuple[SchemaSpec, ...]:
     """Every contract with a committed schema."""
     from call_enricher.events import (
+        DETAIL_TYPE_CALL_ENRICHED,
+        DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
+        DETAIL_TYPE_SPEND_THRESHOLD_CROSSED,
         CallEnrichedDetail,
         CallEnrichmentFailedDetail,
         SpendThresholdCrossedDetail,
@@ -50,18 +56,21 @@ def specs() -> tuple[SchemaSpec, ...]:
             CallEnrichedDetail,
             "urn:call-enricher:events:call-enriched:v1",
             "Call Enriched (EventBridge detail)",
+            DETAIL_TYPE_CALL_ENRICHED,
         ),
         SchemaSpec(
             "call-enrichment-failed.schema.json",
             CallEnrichmentFailedDetail,
             "urn:call-enricher:events:call-enrichment-failed:v1",
             "Call Enrichment Failed (EventBridge detail)",
+            DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
         ),
         SchemaSpec(
             "spend-threshold-crossed.schema.json",
             SpendThresholdCrossedDetail,
             "urn:call-enricher:events:spend-threshold-crossed:v1",
             "Spend Threshold Crossed (EventBridge detail)",
+            DETAIL_TYPE_SPEND_THRESHOLD_CROSSED,
         ),
         SchemaSpec(
             "stored-call-item.schema.json",
