@@ -171,3 +171,18 @@ def test_sqs_still_delivers_and_counts_messages() -> None:
         assert sorted(m["Body"] for m in got) == ["0", "1", "2"]
         depth = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         assert depth["ApproximateNumberOfMessagesNotVisible"] == "3"
+
+
+def test_a_fifo_queue_still_dedupes_by_content() -> None:
+    with mock_aws():
+        sqs: Any = boto3.client("sqs", region_name="eu-west-1")
+        url = sqs.create_queue(
+            QueueName="q.fifo",
+            Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+        )["QueueUrl"]
+        for _ in range(2):
+            sqs.send_message(QueueUrl=url, MessageBody="same", MessageGroupId="g")
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "FifoQueue"]
+        )["Attributes"]
+        assert attributes == {"ApproximateNumberOfMessages": "1", "FifoQueue": "true"}

@@ -23,10 +23,13 @@ of the table, and a long run (the spend watch writes one marker per stream recor
 down quadratically. The patched one keeps a copy of the items it touches only, and puts those
 back on failure (with the stream records the attempt appended removed), under the lock.
 
-**SQS receives that do not count the queue.** ``ReceiveMessage`` asks, for every message,
-the queue's ``MessageRetentionPeriod`` through ``GetQueueAttributes``, which computes every
-attribute, message counts included (a scan of the queue each time). The patched check reads
-the retention period directly.
+**SQS calls that do not count the queue.** moto computes a queue's attributes (message
+counts included: a scan of every message) where it needs one: ``ReceiveMessage`` for every
+message it hands out (the retention period), ``SendMessage`` for every message (whether a
+FIFO queue dedupes by content: every event an EventBridge rule forwards, to a queue nobody
+drains, costs the queue's length), and ``GetQueueAttributes`` once more per attribute asked.
+Patched: the retention period and the deduplication flag are read directly, and
+``GetQueueAttributes`` computes them once.
 """
 
 from __future__ import annotations
@@ -148,11 +151,48 @@ def _retention_check(backend: Any, queue_name: str, message: Any) -> bool:
     return bool(retention + message.sent_timestamp / 1000 > unix_time())
 
 
+_sqs = threading.local()
+"""Per moto request thread: ``mode`` "send" (only what SendMessage reads) or "memo" (each
+queue's attributes computed once, ``memo``), else moto's own property."""
+
+
+def _queue_attributes(original: Any) -> property:
+    def attributes(queue: Any) -> dict[str, Any]:
+        mode = getattr(_sqs, "mode", None)
+        if mode == "send":
+            if not queue.fifo_queue:
+                return {}
+            value = getattr(queue, "content_based_deduplication", None)
+            return {"ContentBasedDeduplication": str(value).lower() if value else "false"}
+        if mode == "memo":
+            memo: dict[int, dict[str, Any]] = _sqs.memo
+            if id(queue) not in memo:
+                memo[id(queue)] = original.fget(queue)
+            return memo[id(queue)]
+        result: dict[str, Any] = original.fget(queue)
+        return result
+
+    return property(attributes)
+
+
+def _in_mode(mode: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = getattr(_sqs, "mode", None)
+        _sqs.mode, _sqs.memo = mode, {}
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _sqs.mode, _sqs.memo = previous, {}
+
+    return wrapper
+
+
 def patch_moto() -> None:
     """Apply the patches above, once per process."""
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard, Table
-    from moto.sqs.models import SQSBackend
+    from moto.sqs.models import Queue, SQSBackend
 
     with _LOCK:
         if is_patched():
@@ -166,6 +206,9 @@ def patch_moto() -> None:
             setattr(DynamoDBBackend, name, _serialised(method))
         Table.__deepcopy__ = _table_deepcopy  # type: ignore[attr-defined]
         SQSBackend.is_message_valid_based_on_retention_period = _retention_check  # type: ignore[method-assign,assignment]
+        Queue.attributes = _queue_attributes(Queue.attributes)  # type: ignore[method-assign,assignment]
+        SQSBackend.send_message = _in_mode("send", SQSBackend.send_message)  # type: ignore[method-assign]
+        SQSBackend.get_queue_attributes = _in_mode("memo", SQSBackend.get_queue_attributes)  # type: ignore[method-assign]
         StreamShard.add = _serialised(StreamShard.add)  # type: ignore[method-assign]
 
 
