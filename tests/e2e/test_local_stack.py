@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+import requests
 
 from call_enricher.sinch.auth import SinchCredentials
 from call_enricher_tools.local.demo import DEMO_SANDBOX, run_demo
@@ -473,6 +475,27 @@ def test_local_up_runs_until_stopped_and_shows_events(
         # ... as one line among the console's own, the handlers' JSON in the log file only
         assert not [line for line in out.text().splitlines() if line.startswith("{")]
         assert '"record processed"' in log_file.read_text()
+        # And a consumer reading the printed consumer queue gets that event (local up never
+        # drains it), and the printed day search lists the call
+        consumer = re.search(r"export CONSUMER_QUEUE_URL=(\S+)", banner)
+        assert consumer
+        sqs = boto3.client(
+            "sqs", endpoint_url=queue_url.group(1).rsplit("/", 2)[0], region_name="eu-west-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        delivered: list[dict[str, Any]] = []
+
+        def consumed() -> bool:
+            got = sqs.receive_message(QueueUrl=consumer.group(1), WaitTimeSeconds=1)
+            delivered.extend(json.loads(m["Body"]) for m in got.get("Messages", []))
+            return any(e["detail"]["callId"] == call_id.group(1) for e in delivered)
+
+        assert wait_until(consumed)
+        assert {e["detail-type"] for e in delivered} == {"Call Enriched"}
+        search = re.search(r"curl -s '(http://\S+/calls\?day=\d{4}-\d{2}-\d{2})'", banner)
+        assert search
+        listed = requests.get(search.group(1), timeout=10).json()
+        assert call_id.group(1) in {c["callId"] for c in listed["calls"]}
     finally:
         stop.set()
         thread.join(timeout=30)

@@ -142,6 +142,9 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
     env = stack.function_environment()
     samples = list(sandbox.call_ids("final"))[:2] if sandbox is not None else []
     sample = samples[0] if samples else "4398599d1ba84ef3bde0a82dfb61abed"
+    seeded = sandbox.record(sample) if sandbox is not None else None
+    day = str(seeded.final.get("timestamp") or "")[:10] if seeded is not None else ""
+    day = day or "2024-01-08"  # Sinch's timestamps are UTC: the call's UTC day
     if sandbox is not None:
         credentials = sandbox.credentials
         sinch_lines = [
@@ -177,7 +180,10 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"    calls table       {env['CALLS_TABLE_NAME']}",
         f"    event bus         {env['EVENT_BUS_NAME']}"
         f" (archive {outputs.get('EventArchiveName')})",
-        f"    subscriber queue  {stack.subscriber_queue_url} (every event, printed below)",
+        f"    subscriber queue  {stack.subscriber_queue_url} (every event; local up reads"
+        " it to print them below)",
+        f"    consumer queue    {outputs.get('ExampleConsumerQueueUrl')} (the template's"
+        " example consumer: Call Enriched events, yours to read)",
         f"  SQS poller        batch {trigger.batch_size}, window "
         f"{trigger.batching_window_seconds:g} s, concurrency {trigger.max_concurrency}, "
         f"maxReceiveCount {stack.parameters['MaxReceiveCount']}, visibility timeout "
@@ -190,6 +196,7 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"  export AWS_ENDPOINT_URL={stack.endpoint_url} AWS_REGION={REGION} "
         f"AWS_DEFAULT_REGION={REGION} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
         f"  export QUEUE_URL={stack.queue_url}",
+        f"  export CONSUMER_QUEUE_URL={outputs.get('ExampleConsumerQueueUrl')}",
         "",
         "Operate it (as a deployed stack, with --stack NAME instead of --local):",
         f"  {cli} ops status --local",
@@ -200,6 +207,8 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"  curl -s -X POST {pipeline.api_url}/calls -H 'content-type: application/json' "
         f'-d \'{{"callIds": ["{sample}"]}}\'',
         f"  curl -s {pipeline.api_url}/calls/{sample}",
+        f"  curl -s '{pipeline.api_url}/calls?day={day}'      (that call's UTC day)",
+        "  aws sqs receive-message --queue-url $CONSUMER_QUEUE_URL      (as a consumer would)",
         *risky_lines,
         "",
         logs,
