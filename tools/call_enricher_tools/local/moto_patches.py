@@ -14,8 +14,11 @@ Two writes at once could:
   is also the last record's, and ``get_records`` hands the same records back for ever: a
   test or the local stream poller spins at full CPU (seen in CI: a run that never ended).
 
-The backend's write operations and the stream's append run under one re-entrant lock (a
-transaction's items are written through the same methods). Reads stay concurrent.
+The backend's operations and the stream's append and reads run under one re-entrant lock (a
+transaction's items are written through the same methods): a read never iterates a table
+another thread is changing (moto would answer 500, "dictionary changed size during
+iteration"), nor sees a transaction half applied, nor stream records a refused transaction
+is about to take back. moto was never faster than one interpreter anyway.
 
 **Transactions that cost what they touch.** moto's ``TransactWriteItems`` deep-copies every
 table it touches before it starts, to roll back on failure: each transaction costs the size
@@ -30,6 +33,11 @@ FIFO queue dedupes by content: every event an EventBridge rule forwards, to a qu
 drains, costs the queue's length), and ``GetQueueAttributes`` once more per attribute asked.
 Patched: the retention period and the deduplication flag are read directly, and
 ``GetQueueAttributes`` computes them once.
+
+**Event targets that do not build a parser per event.** For every event a rule delivers,
+moto's ``EventTemplateParser`` parses its JSONPath expressions with ``jsonpath_ng``, which
+builds a new yacc parser each time (a third of moto's CPU in a long run). Parsed expressions
+are immutable: they are cached by text.
 """
 
 from __future__ import annotations
@@ -50,12 +58,15 @@ WRITE_OPERATIONS: Final = (
     "batch_execute_statement",
 )
 """``DynamoDBBackend`` methods that write (``BatchWriteItem`` goes through put/delete)."""
+READ_OPERATIONS: Final = ("get_item", "query", "scan", "describe_table")
+"""``DynamoDBBackend`` methods that read items (``BatchGetItem`` goes through get_item)."""
 
 _LOCK: Final = threading.RLock()
 _MARK: Final = "_call_enricher_patched"
-_in_transaction = False
-"""True while the patched TransactWriteItems runs (under :data:`_LOCK`): a Table deep-copied
-then is moto's own whole-table backup, which the item snapshots replace."""
+_transaction = threading.local()
+"""``active`` is True in the thread running the patched TransactWriteItems (under
+:data:`_LOCK`): a Table it deep-copies is moto's own whole-table backup, which the item
+snapshots replace. Any other thread's copy (a backup, say) is a real copy."""
 
 
 def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,7 +82,7 @@ def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
 def _table_deepcopy(table: Any, memo: dict[int, Any]) -> Any:
     """``Table.__deepcopy__``: itself inside the patched transaction (its backup is kept
     per item), a full copy otherwise (what ``copy.deepcopy`` does for a plain object)."""
-    if _in_transaction:
+    if getattr(_transaction, "active", False):
         return table
     clone = table.__class__.__new__(table.__class__)
     memo[id(table)] = clone
@@ -126,10 +137,9 @@ def _truncate(shard: Any, length: int) -> None:
 def _cheap_transactions(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
-        global _in_transaction
         with _LOCK:
             undo = _snapshot(self, transact_items) if len(transact_items) <= 100 else []
-            _in_transaction = True
+            _transaction.active = True
             try:
                 return method(self, transact_items)
             except BaseException:
@@ -137,7 +147,7 @@ def _cheap_transactions(method: Callable[..., Any]) -> Callable[..., Any]:
                     step()
                 raise
             finally:
-                _in_transaction = False
+                _transaction.active = False
 
     setattr(transact_write_items, _MARK, True)
     return transact_write_items
@@ -197,7 +207,7 @@ def patch_moto() -> None:
     with _LOCK:
         if is_patched():
             return
-        for name in WRITE_OPERATIONS:
+        for name in WRITE_OPERATIONS + READ_OPERATIONS:
             method = getattr(DynamoDBBackend, name, None)
             if method is None:
                 continue
@@ -210,6 +220,11 @@ def patch_moto() -> None:
         SQSBackend.send_message = _in_mode("send", SQSBackend.send_message)  # type: ignore[method-assign]
         SQSBackend.get_queue_attributes = _in_mode("memo", SQSBackend.get_queue_attributes)  # type: ignore[method-assign]
         StreamShard.add = _serialised(StreamShard.add)  # type: ignore[method-assign]
+        StreamShard.get = _serialised(StreamShard.get)  # type: ignore[method-assign]
+        import jsonpath_ng.ext
+
+        parse = functools.lru_cache(maxsize=512)(jsonpath_ng.ext.parse)  # type: ignore[attr-defined]
+        setattr(jsonpath_ng.ext, "parse", parse)  # noqa: B010 - a module attribute, on purpose
 
 
 def is_patched() -> bool:

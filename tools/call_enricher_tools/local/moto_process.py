@@ -15,71 +15,81 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import threading
-import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 LOOPBACK: Final = "127.0.0.1"
 START_TIMEOUT_SECONDS: Final = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 class MotoProcess:
-    """A moto server in a child process, listening on 127.0.0.1:``port`` (0: a free one)."""
+    """A moto server in a child process on 127.0.0.1:``port`` (0: a port the child binds).
+
+    The child prints the port it listens on once it serves; it stops when its stdin closes
+    (so it never outlives this process, even killed), and runs in its own session (Ctrl-C
+    reaches this process, which stops it in order). Its stderr goes to a temporary file, read
+    back when it fails to start (a pipe nobody reads would block it once full).
+    """
 
     def __init__(self, port: int = 0) -> None:
-        self.port = port or _free_port()
-        self._process: subprocess.Popen[bytes] | None = None
+        self.port = port
+        self._process: subprocess.Popen[str] | None = None
+        self._stderr: Any = None
 
     def start(self) -> None:
         command = [sys.executable, "-m", __name__, "--port", str(self.port)]
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 - closed by stop()
         process = subprocess.Popen(  # noqa: S603 - our own module, by this interpreter
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            start_new_session=True,
         )
         self._process = process
-        ends = time.monotonic() + START_TIMEOUT_SECONDS
-        while not _accepts(self.port):
-            if process.poll() is not None:
-                error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                self._process = None
-                raise RuntimeError(f"the moto server process exited at start: {error[-500:]}")
-            if time.monotonic() > ends:
-                self.stop()
-                raise RuntimeError(f"the moto server process did not listen on {self.port}")
-            time.sleep(0.05)
+        ready: list[str] = []
+        reader = threading.Thread(
+            target=lambda: ready.append(process.stdout.readline() if process.stdout else ""),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(START_TIMEOUT_SECONDS)
+        line = ready[0].strip() if ready else ""
+        if not line.isdigit():
+            error = self._error_tail()
+            self.stop()
+            raise RuntimeError(f"the moto server process did not start: {error}")
+        self.port = int(line)
+
+    def _error_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return str(self._stderr.read())[-500:]
 
     def get_host_and_port(self) -> tuple[str, int]:
         return LOOPBACK, self.port
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+        if process is not None:
+            if process.stdin is not None:
+                process.stdin.close()  # the child's signal to stop
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+            if process.stdout is not None:
+                process.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,12 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     patch_moto()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    stopped = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopped.set())
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=args.port, verbose=False)
     server.start()
-    stopped.wait()
+    print(server.get_host_and_port()[1], flush=True)  # ready: the port it listens on
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it, in order
+
+    def watch_parent() -> None:
+        sys.stdin.read()  # returns at EOF: the parent closed it, or died
+        stopped.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    stopped.wait()  # stdin closed (the parent stopped or died) or SIGTERM
     server.stop()
     return 0
 
