@@ -36,6 +36,7 @@ from call_enricher.search import (
     MAX_SEARCH_LIMIT,
     CallSearch,
     InvalidCursorError,
+    InvalidDayError,
 )
 from call_enricher.service import Disposition, Outcome, WorkItem
 from call_enricher.state import StoredCall
@@ -199,7 +200,7 @@ def search_calls(
         )
     except InvalidCursorError as exc:
         return _error(422, "validation-error", "The request is invalid.", [_problem("cursor", exc)])
-    except ValueError as exc:  # a date that does not exist (2026-02-30)
+    except InvalidDayError as exc:  # a date that does not exist (2026-02-30)
         return _error(422, "validation-error", "The request is invalid.", [_problem("day", exc)])
     body = api.CallPage(
         day=day,

@@ -9,7 +9,7 @@ import copy
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +101,20 @@ def test_a_day_lists_its_calls_in_time_order_with_their_state(
 def test_a_failure_without_a_record_is_listed_on_the_day_it_failed(
     stored: dict[str, list[str]],
 ) -> None:
-    # Given unknown calls that failed (Sinch 404), filed under a day
-    (day,) = {d for d, call_ids in stored.items() if set(UNKNOWN_IDS) & set(call_ids)}
-    # When that day is searched for failed calls
-    status, body = search(day=day, state="failed")
-    # Then it is there with its failure, and nothing else is
-    assert status == 200, body
-    assert sorted((c["callId"], c["failure"]["reason"]) for c in body["calls"]) == [
+    # Given unknown calls that failed (Sinch 404), filed under the day they failed (one day,
+    # or two when the batch ran across midnight UTC)
+    days = {d for d, call_ids in stored.items() if set(UNKNOWN_IDS) & set(call_ids)}
+    failed: list[dict[str, Any]] = []
+    for day in days:
+        # When that day is searched for failed calls
+        status, body = search(day=day, state="failed")
+        # Then each is there with its failure, on the day it failed, and nothing else is
+        assert status == 200, body
+        assert {c["failure"]["failedAt"][:10] for c in body["calls"]} == {day}
+        failed += body["calls"]
+    assert sorted((c["callId"], c["failure"]["reason"]) for c in failed) == [
         (call_id, "call-not-found") for call_id in UNKNOWN_IDS
     ]
-    # ... and that day is the day each failed
-    assert {c["failure"]["failedAt"][:10] for c in body["calls"]} == {day}
     # ... while a call only being retried, and a message without a call ID, are not listed
     listed = {c["callId"] for day in stored for c in every_page(day=day)}
     assert RETRYING_ID not in listed
@@ -175,14 +178,38 @@ def test_a_cursor_only_continues_the_search_it_came_from(stored: dict[str, list[
     other_day = next(d for d in stored if d != day)
     # When it is used for another day, other filters, or altered
     forged = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    forged["key"][1] = other_day
+    forged["key"][1] = other_day  # its keys point at another day, its scope still this one
     altered = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
     for query in (
         {"day": other_day, "cursor": cursor},
         {"day": day, "state": "failed", "cursor": cursor},
-        {"day": other_day, "cursor": altered},
+        {"day": day, "cursor": altered},
     ):
         status, body = search(**query)
         # Then it is refused, naming the cursor
         assert status == 422, (query, body)
         assert body["error"]["details"][0]["field"] == "query.cursor"
+
+
+def test_a_failure_after_a_stored_record_stays_on_the_records_day(harness: Harness) -> None:
+    from call_enricher import errors, runtime
+    from call_enricher.state import failure_from_error
+
+    # Given an ONGOING call stored with its record (its start day D; a failure never
+    # replaces a FINAL one)
+    call_id = call_id_of(SAMPLES["ongoing-in-app-to-pstn"])
+    harness.invoke(call_id)
+    item = harness.stack.item(call_id)
+    assert item is not None
+    day = item["record"]["time"]["utcDay"]
+    # When a later attempt fails, on a day long after D
+    later = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    error = errors.SinchRejectedError("Sinch refused the request", http_status=400)
+    store = runtime.get_service().store
+    store.fail(call_id, failure_from_error(error, failed_at=later, call_id=call_id))
+    # Then the call is listed, failed, on D, and not on the day it failed
+    status, body = search(day=day)
+    assert status == 200, body
+    (call,) = [c for c in body["calls"] if c["callId"] == call_id]
+    assert (call["state"], call["failure"]["reason"]) == ("failed", "sinch-rejected")
+    assert search(day="2030-01-02")[1]["calls"] == []

@@ -33,6 +33,7 @@ __all__ = [
     "SEARCH_INDEX",
     "CallSearch",
     "InvalidCursorError",
+    "InvalidDayError",
     "SearchPage",
 ]
 
@@ -42,6 +43,10 @@ DEFAULT_SEARCH_LIMIT = 50
 MAX_SEARCH_LIMIT = 500
 MAX_SEARCH_READS = 10
 """Index reads one :meth:`CallStore.search` page may take (a filter can leave them short)."""
+
+
+class InvalidDayError(ValueError):
+    """A day that is not a real date in ``YYYY-MM-DD`` form."""
 
 
 class InvalidCursorError(ValueError):
@@ -125,9 +130,12 @@ class CallSearch:
         """
         if not 1 <= limit <= MAX_SEARCH_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_SEARCH_LIMIT}")
-        date.fromisoformat(day)  # ValueError unless a real date
-        if len(day) != len("YYYY-MM-DD"):
-            raise ValueError("day must be YYYY-MM-DD")
+        try:
+            real = date.fromisoformat(day).isoformat() == day
+        except ValueError:
+            real = False
+        if not real:
+            raise InvalidDayError(f"{day!r} is not a day (YYYY-MM-DD, a real date)")
         scope = _cursor_scope(day, state, status)
         start = _decode_cursor(cursor, scope) if cursor else None
         values: dict[str, Any] = {":day": {"S": day}}
@@ -152,7 +160,8 @@ class CallSearch:
         for _ in range(MAX_SEARCH_READS):
             if start is not None:
                 request["ExclusiveStartKey"] = start
-            request["Limit"] = limit - len(calls) if not filters else limit
+            # A filter is applied after Limit: read more, as the cursor is the last call kept.
+            request["Limit"] = limit - len(calls) if not filters else max(limit, 100)
             try:
                 response = self.client.query(**request)
             except (ClientError, BotoCoreError) as exc:

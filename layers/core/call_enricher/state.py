@@ -157,8 +157,8 @@ class StoredCall(_Item):
         str | None,
         Field(
             alias="searchSort",
-            description="Sort key of the ByDay index: the same instant (ISO 8601 UTC) then"
-            " '#' and the call ID, so a day reads in time order.",
+            description="Sort key of the ByDay index: the same instant (ISO 8601 UTC, in"
+            " microseconds) then '#' and the call ID, so a day reads in time order.",
         ),
     ] = None
 
@@ -187,7 +187,7 @@ def search_keys(when: datetime, call_id: str) -> tuple[str, str]:
     """``(searchDay, searchSort)`` of a call whose day is set by ``when`` (its start, or when
     it failed): the UTC date, and the UTC instant then the call ID."""
     utc = when.astimezone(UTC)
-    return utc.date().isoformat(), f"{utc.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z#{call_id}"
+    return utc.date().isoformat(), f"{utc.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z#{call_id}"
 
 
 def message_key(message_id: str) -> str:

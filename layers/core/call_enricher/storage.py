@@ -251,7 +251,8 @@ class CallStore:
         fingerprint = enriched.provenance.fingerprint
         now = self._now()
         record = enriched.model_dump(mode="json", by_alias=True)
-        day, sort = search_keys(_record_start(record) or now, enriched.call_id)
+        start = _record_start(record)
+        day, sort = search_keys(start or now, enriched.call_id)
         values: dict[str, Any] = {
             ":null": {"NULL": True},
             ":zero": {"N": "0"},
@@ -280,9 +281,14 @@ class CallStore:
             "#entryPath = :entryPath",
             "#updatedAt = :now",
             "#schemaVersion = :schemaVersion",
-            "#searchDay = :searchDay",
-            "#searchSort = :searchSort",
         ]
+        if start is not None:  # the record's start day, whatever filed the call before
+            assignments += ["#searchDay = :searchDay", "#searchSort = :searchSort"]
+        else:  # no start (Sinch sent none): the day it was first filed under stays
+            assignments += [
+                "#searchDay = if_not_exists(#searchDay, :searchDay)",
+                "#searchSort = if_not_exists(#searchSort, :searchSort)",
+            ]
         removals = ["#failure", "#lastError"]
         self._ttl(assignments, removals, values, now)
         update = "SET " + ", ".join(assignments) + " REMOVE " + ", ".join(removals)

@@ -18,6 +18,7 @@ what to do.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import tempfile
 import threading
@@ -42,14 +43,20 @@ DLQ_WATCH_SECONDS = 1.0
 
 
 def default_log_file() -> Path:
-    """Where ``local up`` writes the handlers' own output unless told otherwise."""
-    return Path(tempfile.gettempdir()) / "call-enricher-local-up.log"
+    """Where ``local up`` writes the handlers' own output unless told otherwise (one file
+    per user: the temporary directory is shared)."""
+    user = os.getuid() if hasattr(os, "getuid") else os.getpid()
+    return Path(tempfile.gettempdir()) / f"call-enricher-local-up-{user}.log"
 
 
 def fresh_log_file() -> Path:
-    """:func:`default_log_file`, emptied (each run starts its own log)."""
+    """:func:`default_log_file`, emptied (each run starts its own log); when it cannot be
+    replaced (another run holds it, say), a new file beside it."""
     path = default_log_file()
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        path = path.with_name(f"{path.stem}-{os.getpid()}.log")
     return path
 
 
