@@ -77,6 +77,7 @@ def moment(call: dict[str, Any]) -> str:
     return (record.get("time") or {}).get("start") or call["failure"]["failedAt"]
 
 
+@pytest.mark.slow  # every sample through the queue handler first
 def test_a_day_lists_its_calls_in_time_order_with_their_state(
     stored: dict[str, list[str]],
 ) -> None:
@@ -98,6 +99,7 @@ def test_a_day_lists_its_calls_in_time_order_with_their_state(
                 assert call["version"] == 1
 
 
+@pytest.mark.slow  # every sample through the queue handler first
 def test_a_failure_without_a_record_is_listed_on_the_day_it_failed(
     stored: dict[str, list[str]],
 ) -> None:
@@ -121,6 +123,7 @@ def test_a_failure_without_a_record_is_listed_on_the_day_it_failed(
     assert not any(call_id.startswith("msg:") for call_id in listed)
 
 
+@pytest.mark.slow  # every sample through the queue handler first
 def test_pages_of_a_day_cover_it_once_with_a_cursor(stored: dict[str, list[str]]) -> None:
     # Given the busiest day
     day, call_ids = max(stored.items(), key=lambda entry: len(entry[1]))
@@ -132,6 +135,7 @@ def test_pages_of_a_day_cover_it_once_with_a_cursor(stored: dict[str, list[str]]
     assert sorted(c["callId"] for c in pages) == sorted(call_ids)
 
 
+@pytest.mark.slow  # every sample through the queue handler first
 def test_filters_by_state_and_status_also_across_pages(
     harness: Harness, stored: dict[str, list[str]]
 ) -> None:
@@ -170,6 +174,7 @@ def test_a_bad_query_is_one_422_naming_the_parameter(
     assert [d["field"] for d in body["error"]["details"]] == [field]
 
 
+@pytest.mark.slow  # every sample through the queue handler first
 def test_a_cursor_only_continues_the_search_it_came_from(stored: dict[str, list[str]]) -> None:
     # Given a cursor handed out for one day's first page
     day, _ = max(stored.items(), key=lambda entry: len(entry[1]))
