@@ -37,7 +37,8 @@ Patched: the retention period and the deduplication flag are read directly, and
 **Event targets that do not build a parser per event.** For every event a rule delivers,
 moto's ``EventTemplateParser`` parses its JSONPath expressions with ``jsonpath_ng``, which
 builds a new yacc parser each time (a third of moto's CPU in a long run). Parsed expressions
-are immutable: they are cached by text.
+are immutable: they are cached by text. Likewise the server's list of its own service
+modules, which it read from disk (a directory listing and ~200 ``isdir``) for every request.
 """
 
 from __future__ import annotations
@@ -221,6 +222,10 @@ def patch_moto() -> None:
         SQSBackend.get_queue_attributes = _in_mode("memo", SQSBackend.get_queue_attributes)  # type: ignore[method-assign]
         StreamShard.add = _serialised(StreamShard.add)  # type: ignore[method-assign]
         StreamShard.get = _serialised(StreamShard.get)  # type: ignore[method-assign]
+        import moto.backends
+
+        modules = tuple(moto.backends.list_of_moto_modules())
+        setattr(moto.backends, "list_of_moto_modules", lambda: modules)  # noqa: B010
         import jsonpath_ng.ext
 
         parse = functools.lru_cache(maxsize=512)(jsonpath_ng.ext.parse)  # type: ignore[attr-defined]
