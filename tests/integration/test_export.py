@@ -139,6 +139,7 @@ def test_csv_of_every_day_has_the_analysts_columns_and_masked_numbers(
         assert row["start"] == (record["time"]["start"] or "")
         assert row["toMasked"] == ((record["parties"].get("to") or {}).get("masked") or "")
         assert row["riskLevel"] == record["risk"]["level"]
+        assert row["answered"] == str(record["outcome"]["answered"]).lower()  # as in the JSON
     # ... and no full phone number anywhere in it
     numbers = {
         ((record["parties"].get(side) or {}).get("phone") or {}).get("e164")

@@ -1319,9 +1319,10 @@ def _rate(text: str) -> float:
     return value
 
 
-SECONDS_PER_ID = 0.75
-"""The default time limit per call ID: moto is the run's bottleneck, at about 3 IDs a second
-through queue and stream on 2 cores (docs/reliability.md), so 10,000 IDs take most of an hour."""
+SECONDS_PER_ID = 0.5
+"""The default time limit per call ID. moto is the run's bottleneck: 10,000 IDs took 1,468 s
+on 2 cores beside a test run (0.15 s an ID, docs/reliability.md); this leaves 3x for a
+slower machine."""
 MIN_TIME_LIMIT_SECONDS = 600.0
 
 

@@ -138,7 +138,16 @@ def csv_row(call: Mapping[str, Any]) -> dict[str, Any]:
         "failureReason": _get(call, "failure", "reason"),
         "failedAt": _get(call, "failure", "failedAt"),
     }
-    return {name: "" if value is None else value for name, value in row.items()}
+    return {name: _cell(value) for name, value in row.items()}
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for null, ``true``/``false`` for booleans (as in the JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 def exported_calls(

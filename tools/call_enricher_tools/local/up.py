@@ -178,7 +178,7 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"call-enricher local stack up in {elapsed:.1f} s (everything on 127.0.0.1)",
         "",
         f"  HTTP API          {pipeline.api_url}   (IAM auth is not enforced locally)",
-        "    POST /calls, GET /calls/{callId}, POST /calls/{callId}/enrich",
+        "    POST /calls, GET /calls?day=, GET /calls/{callId}, POST /calls/{callId}/enrich",
         f"    Sinch callbacks {pipeline.callback_url}",
         *sinch_lines,
         f"  AWS (moto)        {stack.endpoint_url}   region {REGION}",
