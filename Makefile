@@ -12,6 +12,9 @@ SAM_STAMP := $(SAM_VENV)/.installed
 PIP_FLAGS := --disable-pip-version-check --no-input
 PIP_QUIET_UNLESS_TTY := if [ -t 1 ]; then quiet=; else quiet=--quiet; fi
 export AWS_DEFAULT_REGION ?= eu-west-1
+# Let Python cache compiled modules, and pytest its rewritten test modules: a shell that sets
+# PYTHONDONTWRITEBYTECODE would recompile ours in every test run and fresh interpreter.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup check test lint typecheck pytest pytest-fast demo chaos bench bench-quick openapi build clean
 

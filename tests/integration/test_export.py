@@ -27,6 +27,8 @@ from call_enricher_tools.cli import main as cli_main
 from call_enricher_tools.export import CSV_COLUMNS
 from call_enricher_tools.local.stack import LocalStack
 
+pytestmark = pytest.mark.slow  # a moto server with the template's resources
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "events/sinch").glob("*.json"))
 CREDENTIALS = SinchCredentials(
