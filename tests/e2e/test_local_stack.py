@@ -496,6 +496,27 @@ def test_local_up_runs_until_stopped_and_shows_events(
         assert search
         listed = requests.get(search.group(1), timeout=10).json()
         assert call_id.group(1) in {c["callId"] for c in listed["calls"]}
+        # And the burst of risky calls (one UTC day) submitted as the banner says, paged
+        # through GET /calls?day= three at a time: each comes exactly once
+        burst = re.search(r"submit --queue-url \$QUEUE_URL ((?:\w{32} ?){4,})$", banner, re.M)
+        assert burst
+        burst_ids = burst.group(1).split()
+        args.call_ids = burst_ids
+        assert cmd_submit(args, io.StringIO(), io.StringIO()) == 0
+        assert wait_until(lambda: all(f"Call Enriched: {c}" in out.text() for c in burst_ids))
+        first = requests.get(f"{api_url.group(1)}/calls/{burst_ids[0]}", timeout=10).json()
+        day = first["record"]["time"]["utcDay"]  # the sandbox puts the risky calls on one day
+        paged: list[str] = []
+        cursor: str | None = None
+        for _ in range(20):
+            query = {"day": day, "limit": "3", **({"cursor": cursor} if cursor else {})}
+            page = requests.get(f"{api_url.group(1)}/calls", params=query, timeout=10).json()
+            paged += [c["callId"] for c in page["calls"]]
+            cursor = page["nextCursor"]
+            if cursor is None:
+                break
+        assert set(burst_ids) <= set(paged), (burst_ids, paged)
+        assert len(paged) == len(set(paged))
     finally:
         stop.set()
         thread.join(timeout=30)

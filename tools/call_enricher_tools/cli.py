@@ -237,12 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     from call_enricher_tools.local.commands import add_local_commands
     from call_enricher_tools.ops import add_ops_command
     from call_enricher_tools.sandbox.command import add_sandbox_command
+    from call_enricher_tools.tail import add_events_command
 
     add_sandbox_command(sub)
     add_local_commands(sub)
     add_chaos_command(sub)
     add_ops_command(sub)
     add_export_command(sub)
+    add_events_command(sub)
     _plain_help(parser)
     return parser
 
