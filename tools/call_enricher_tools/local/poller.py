@@ -86,8 +86,40 @@ class LocalLambdaContext:
         return max(0, int((self.timeout_seconds - elapsed) * 1000))
 
 
+_METRICS_LOCK = threading.RLock()
+
+
+def share_metrics_safely() -> None:
+    """Serialise Powertools' metric set across this process's threads (once per process).
+
+    On Lambda one process runs one invocation at a time. Here every "function instance"
+    runs on a thread of one process and shares the library's one ``Metrics`` (its metric set
+    is class-wide): one handler's flush could serialise a set another just cleared, and fail
+    with ``SchemaValidationError: Must contain at least one metric``. Adding, flushing and
+    clearing take one lock; an EMF document may then carry two invocations' counts, which a
+    local log line can afford.
+    """
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+        AmazonCloudWatchEMFProvider as Provider,
+    )
+
+    with _METRICS_LOCK:
+        for name in ("add_metric", "add_dimension", "flush_metrics", "clear_metrics"):
+            method = getattr(Provider, name)
+            if getattr(method, "_call_enricher_locked", False):
+                continue
+
+            def locked(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+                with _METRICS_LOCK:
+                    return __method(*args, **kwargs)
+
+            locked._call_enricher_locked = True  # type: ignore[attr-defined]
+            setattr(Provider, name, locked)
+
+
 def load_function(app_path: Path, handler: str = "app.lambda_handler", *, instance: str) -> Handler:
     """Import ``app_path`` as a fresh module named after ``instance``; return its handler."""
+    share_metrics_safely()  # several instances run at once, on threads of this process
     module_name = f"call_enricher_local_{instance}"
     spec = importlib.util.spec_from_file_location(module_name, app_path)
     if spec is None or spec.loader is None:
