@@ -12,14 +12,13 @@ Everything is polled for with a generous timeout: nothing asserts on timing.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
 import threading
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from call_enricher_tools import ops
 from call_enricher_tools.cli import main as cli_main
 from call_enricher_tools.local.runner import PipelineOptions
 from call_enricher_tools.local.up import run_local_up
+from tests.support.waiting import poll_until
 
 pytestmark = pytest.mark.slow
 
@@ -51,13 +51,7 @@ class _Output(io.StringIO):
             return self.getvalue()
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float = OVERALL_TIMEOUT) -> bool:
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
+wait_until = functools.partial(poll_until, timeout=OVERALL_TIMEOUT, interval=0.2)
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, dict[str, Any]]:

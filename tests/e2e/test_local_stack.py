@@ -8,15 +8,15 @@ overall timeout; nothing asserts on timing.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import re
 import socket
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from call_enricher_tools.local.submit import cmd_submit, read_ids, validate_ids
 from call_enricher_tools.local.up import run_local_up
 from call_enricher_tools.sandbox import Sandbox
 from tests.support.fake_sinch import FakeSinch, Reply
+from tests.support.waiting import poll_until
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +49,7 @@ SAMPLES = {p.stem: json.loads(p.read_text()) for p in (ROOT / "events/sinch").gl
 OVERALL_TIMEOUT = 45.0
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float = OVERALL_TIMEOUT) -> bool:
-    """Poll ``condition`` until true or ``timeout`` (generous: no timing is asserted)."""
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+wait_until = functools.partial(poll_until, timeout=OVERALL_TIMEOUT, interval=0.1)
 
 
 def new_stack(sinch_base_url: str, visibility: int = 1, **parameters: str) -> LocalStack:

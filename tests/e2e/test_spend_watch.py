@@ -20,9 +20,9 @@ announcement.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,6 +40,7 @@ from call_enricher_tools.local.stack import REGION, LocalStack
 from call_enricher_tools.local.streams import as_dynamodb_writes, stream_event_record
 from call_enricher_tools.local.up import describe_event
 from call_enricher_tools.sandbox.records import BURST_CALLS, risky_day
+from tests.support.waiting import poll_until
 
 pytestmark = pytest.mark.slow
 
@@ -106,13 +107,7 @@ class PutEventsLedger:
             return accepted, Counter(self.sends)
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float = OVERALL_TIMEOUT) -> bool:
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
+wait_until = functools.partial(poll_until, timeout=OVERALL_TIMEOUT, interval=0.2)
 
 
 class FirstDeliveryFails:

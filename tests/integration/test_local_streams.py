@@ -15,9 +15,9 @@ Waiting is done with the poller's own ``wait_idle`` (a condition with a timeout)
 
 from __future__ import annotations
 
+import functools
 import json
 import textwrap
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +29,7 @@ from call_enricher.sinch.auth import SinchCredentials
 from call_enricher_tools.local.poller import load_function
 from call_enricher_tools.local.stack import LocalStack
 from call_enricher_tools.local.streams import StreamInvocation, StreamPoller
+from tests.support.waiting import poll_until
 
 CREDENTIALS = SinchCredentials(
     application_key="5e1f7c2a-0000-4aaa-8bbb-5743ea000001",
@@ -66,14 +67,7 @@ FAKE_HANDLER = textwrap.dedent(
 )
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float = TIMEOUT) -> bool:
-    """Poll ``condition`` until true or ``timeout`` (generous: no timing is asserted)."""
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
+wait_until = functools.partial(poll_until, timeout=TIMEOUT, interval=0.05)
 
 
 class Harness:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import io
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from call_enricher_tools import ops
 from call_enricher_tools.cli import main as cli_main
 from call_enricher_tools.local.stack import LocalStack
 from call_enricher_tools.local.up import describe_dead_letter, watch_dead_letters
+from tests.support.waiting import poll_until
 
 CREDENTIALS = SinchCredentials(
     application_key="0b5e7c2a-0000-4aaa-8bbb-0a5000000001",
@@ -41,13 +42,7 @@ UNKNOWN = "7d8e9f0a1b2c4d5e8f7a6b5c4d3e2f1a"
 TIMEOUT = 30.0
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float = TIMEOUT) -> bool:
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
+wait_until = functools.partial(poll_until, timeout=TIMEOUT, interval=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,11 @@ from typing import Any, Final, TextIO
 
 from call_enricher_tools.ops import (
     EXIT_AWS,
-    EXIT_CODES,
+    EXIT_CODES_EPILOG,
     EXIT_OK,
     OpsError,
     Progress,
     StackTarget,
-    aws_problem,
     bad_input,
     progress_enabled,
     run_command,
@@ -154,8 +153,6 @@ def exported_calls(
     target: StackTarget, day_list: list[str], *, state: str | None, status: str | None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(day, call as the API presents it)`` for every stored call of ``day_list``."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from call_enricher.api_models import call_resource
     from call_enricher.errors import CallEnricherError
     from call_enricher.search import CallSearch
@@ -166,9 +163,7 @@ def exported_calls(
         while True:
             try:
                 page = search.page(day, state=state, status=status, limit=PAGE_SIZE, cursor=cursor)
-            except (ClientError, BotoCoreError) as exc:
-                raise aws_problem(exc, "DynamoDB Query") from None
-            except CallEnricherError as exc:
+            except CallEnricherError as exc:  # CallSearch translates botocore's errors
                 raise OpsError(f"DynamoDB Query failed: {exc}", EXIT_AWS) from None
             for stored in page.calls:
                 yield day, call_resource(stored).model_dump(mode="json", by_alias=True)
@@ -221,7 +216,6 @@ def cmd_export(target: StackTarget, out: TextIO, err: TextIO, args: argparse.Nam
 
 def add_export_command(subparsers: Any) -> None:
     """Register ``export`` on the CLI's subparsers."""
-    epilog = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
     export: argparse.ArgumentParser = subparsers.add_parser(
         "export",
         parents=[target_options()],
@@ -234,7 +228,7 @@ def add_export_command(subparsers: Any) -> None:
             " it (full numbers included); csv: the analyst's columns, numbers masked. A count"
             " at the end on stderr."
         ),
-        epilog=epilog,
+        epilog=EXIT_CODES_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("--day", required=True, help="the first UTC day (YYYY-MM-DD)")

@@ -1088,6 +1088,12 @@ def run_command(command: Command) -> Callable[[argparse.Namespace, TextIO, TextI
     return run
 
 
+EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(
+    f"  {code}  {text}" for code, text in EXIT_CODES.items()
+)
+"""The ``--help`` epilog of every command on a stack target (ops, export, events tail)."""
+
+
 def target_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("target (a deployed stack, or the local stack)")
@@ -1120,7 +1126,7 @@ def target_options() -> argparse.ArgumentParser:
 
 def add_ops_command(subparsers: Any) -> None:
     """Register ``ops`` (status, dlq list, dlq redrive, replay) on the CLI's subparsers."""
-    epilog = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    epilog = EXIT_CODES_EPILOG
     common = target_options()
     formatter = argparse.RawDescriptionHelpFormatter
     ops: argparse.ArgumentParser = subparsers.add_parser(

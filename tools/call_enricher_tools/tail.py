@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from call_enricher_tools.ops import (
-    EXIT_CODES,
+    EXIT_CODES_EPILOG,
     EXIT_OK,
     StackTarget,
     aws_problem,
@@ -151,7 +151,6 @@ def cmd_tail(target: StackTarget, out: TextIO, err: TextIO, args: argparse.Names
 
 def add_events_command(subparsers: Any) -> None:
     """Register ``events tail`` on the CLI's subparsers."""
-    epilog = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
     events = subparsers.add_parser("events", help="the stack's events: tail")
     commands = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
     tail: argparse.ArgumentParser = commands.add_parser(
@@ -163,7 +162,7 @@ def add_events_command(subparsers: Any) -> None:
             " --detail-type if given), print each event until Ctrl-C, --max or --seconds, then"
             " remove the rule and the queue. Only events published after it starts."
         ),
-        epilog=epilog,
+        epilog=EXIT_CODES_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tail.add_argument(
