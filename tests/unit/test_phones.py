@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from call_enricher import phones
@@ -377,3 +379,67 @@ def test_analysis_loads_only_the_carrier_file_covering_the_number():
     out = fresh_stdout(code)
     # Then one carrier table was loaded, and neither phonenumbers.carrier nor its package
     assert out == "carrierdata/data2|"
+
+
+# --- data files read as text: the same entries as executing them ---------------------------------
+
+
+@pytest.mark.parametrize("package", ["geodata", "carrierdata"])
+def test_text_tables_hold_every_entry_of_the_data_files(package):
+    # Given every data file of the package, executed as phonenumbers' own import would
+    import phonenumbers
+
+    directory = Path(phonenumbers.__file__).parent / package
+    stems = sorted(p.stem for p in directory.glob("data*.py"))
+    assert stems
+    for stem in stems:
+        expected = phones._exec_data(stem, package)
+        # When the same file is read as text
+        table = phones._TextTable(stem, package)
+        assert table._fallback is None, stem  # the generated layout: no module executed
+        # Then every 10th entry (and the first and last) is found with the same names,
+        # absent keys are absent, and the file has one line per entry
+        keys = sorted(expected)
+        for key in [*keys[::10], keys[-1]]:
+            assert table[key] == expected[key], (stem, key)
+        assert "0" not in table
+        assert keys[-1] + "0" not in table or keys[-1] + "0" in expected
+        assert table._text.count("\n '", table._lo - 1, table._hi) == len(expected), stem
+
+
+def _fake_data_file(tmp_path, monkeypatch, text):
+    monkeypatch.setattr(phones, "_PHONENUMBERS_DIR", tmp_path)
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "data0.py").write_text(text, encoding="utf-8")
+    return phones._TextTable("data0", "fake")
+
+
+def test_a_data_file_in_another_layout_is_executed_instead(tmp_path, monkeypatch):
+    # Given a data file whose dict is not one entry per line
+    table = _fake_data_file(
+        tmp_path,
+        monkeypatch,
+        "from ..util import u\ndata = {'12': {'en': u('A\\u00e9')}, '13': {'en': 'B'}}\n",
+    )
+    # Then it was executed as a module, and answers as its dict does
+    assert table._fallback is not None
+    assert table["12"] == {"en": "Aé"}
+    assert "14" not in table
+
+
+def test_an_unexpected_line_makes_the_file_executed(tmp_path, monkeypatch):
+    # Given a file laid out as generated, but with an entry spread over two lines
+    table = _fake_data_file(
+        tmp_path,
+        monkeypatch,
+        "from ..util import u\n\ndata = {\n '12':{'en': 'A'},\n '13':{\n'en': 'B'},\n"
+        " '14':{'en': u('C\\u00e9'), 'sv': 'D'},\n}\n",
+    )
+    assert table._fallback is None
+    # When entries are looked up (the bisection may meet the odd line before its own key)
+    # Then each answer is the module's, and the file ends up executed
+    assert table["12"] == {"en": "A"}
+    assert table["14"] == {"en": "Cé", "sv": "D"}
+    assert table["13"] == {"en": "B"}
+    assert table._fallback is not None
+    assert "15" not in table
