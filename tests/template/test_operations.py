@@ -233,6 +233,9 @@ def evaluate(expression: Any, parameters: Mapping[str, str]) -> Any:
         return any(evaluate(a, parameters) for a in argument)
     if function == "Fn::And":
         return all(evaluate(a, parameters) for a in argument)
+    if function == "Fn::EachMemberIn":  # a CommaDelimitedList's members, each one allowed
+        members, allowed = argument
+        return set(str(evaluate(members, parameters)).split(",")) <= set(allowed)
     raise AssertionError(f"unexpected rule function {function}")
 
 

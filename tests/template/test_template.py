@@ -899,7 +899,7 @@ def test_the_secret_is_read_with_the_narrowest_permission(template: Template) ->
     # ARN (numbers, such as the cache's max age, cannot hold one).
     for name, spec in template.parameters.items():
         if "secret" in name.lower() and spec["Type"] != "Number":
-            assert name in {"SinchSecretArn", "SinchSecretKmsKeyArn"}, name
+            assert name in {"SinchSecretArn", "SinchSecretKmsKeyArn", "WebhookSecretArn"}, name
             assert "arn:aws" in spec["AllowedPattern"]
 
 

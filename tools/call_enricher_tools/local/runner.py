@@ -11,7 +11,10 @@
    handlers; the sandbox's callbacks are pointed at its ``/sinch/callbacks`` route;
 4. the SQS poller playing the queue function's event source mapping;
 5. the stream poller playing the stream publisher's mapping on the calls table's stream: the
-   only way events reach the bus (the table is the outbox).
+   only way events reach the bus (the table is the outbox);
+6. with ``PipelineOptions.webhook``: a local webhook receiver (started before the stack, which
+   stores its API key as the webhook's secret) and the delivery that plays the template's API
+   destination target (:mod:`~call_enricher_tools.local.webhook`).
 
 :meth:`LocalPipeline.stop` stops what writes to the table first (the SQS poller, then the
 HTTP API), lets the stream poller publish what the stream still holds (at most
@@ -41,6 +44,7 @@ from call_enricher_tools.local.stack import (
 )
 from call_enricher_tools.local.streams import StreamInvocation, StreamPoller
 from call_enricher_tools.local.template import REPO_ROOT, Template
+from call_enricher_tools.local.webhook import Attempt, WebhookDelivery, WebhookReceiver
 
 DEFAULT_API_PORT = 3000  # what `sam local start-api` uses
 FUNCTIONS_DIR = REPO_ROOT / "functions"
@@ -66,6 +70,12 @@ class PipelineOptions:
     stream_drain_seconds: float = 10.0
     """On stop: how long the stream poller may keep publishing what the stream holds."""
     stack_name: str = "call-enricher-local"
+    webhook: bool = False
+    """Turn the template's webhook delivery on, to a local receiver on 127.0.0.1."""
+    on_webhook: Callable[[Attempt], None] | None = None
+    """Called after each webhook delivery (delivered, or given up on)."""
+    webhook_drain_seconds: float = 5.0
+    """On stop: how long the webhook delivery may keep delivering what its outbox holds."""
     real_sinch: Any = None
     """``SinchCredentials`` of a real Sinch application: no sandbox; calls go to Sinch in
     the template's ``SinchRegion`` (override with ``parameters``)."""
@@ -81,6 +91,8 @@ class LocalPipeline:
         self.api: Any = None
         self.poller: SqsPoller | None = None
         self.stream_poller: StreamPoller | None = None
+        self.webhook: WebhookReceiver | None = None
+        self.webhook_deliveries: list[WebhookDelivery] = []
         self._undo_logs: list[Callable[[], Any]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -104,6 +116,7 @@ class LocalPipeline:
             self._start_api()
             self._start_poller()
             self._start_stream_poller()
+            self._start_webhook_delivery()
         except BaseException:
             self.stop()
             raise
@@ -122,9 +135,14 @@ class LocalPipeline:
             self.stream_poller.wait_idle(self.options.stream_drain_seconds)
             self.stream_poller.stop()
             self.stream_poller = None
+        while self.webhook_deliveries:
+            self.webhook_deliveries.pop().stop(drain_seconds=self.options.webhook_drain_seconds)
         if self.stack is not None:
             self.stack.stop()
             self.stack = None
+        if self.webhook is not None:
+            _quietly(self.webhook.stop)
+            self.webhook = None
         self._restore_logs()
         if self.sandbox is not None:
             _quietly(self.sandbox.stop)
@@ -156,6 +174,15 @@ class LocalPipeline:
     def _start_stack(self) -> None:
         options = self.options
         real = options.real_sinch
+        webhook: dict[str, Any] = {}
+        if options.webhook:
+            parameters = {**Template.load().parameter_defaults(), **options.parameters}
+            receiver = WebhookReceiver(
+                auth_type=parameters["WebhookAuthType"], header=parameters["WebhookApiKeyHeader"]
+            )
+            _start(receiver, "webhook receiver", 0)
+            self.webhook = receiver
+            webhook = {"webhook_url": receiver.url, "webhook_secret": receiver.secret}
         stack = LocalStack(
             sinch_credentials=real if real is not None else self.sandbox.credentials,
             sinch_base_url=None if real is not None else self.sandbox.base_url,
@@ -164,6 +191,7 @@ class LocalPipeline:
             port=options.aws_port,
             visibility_timeout_seconds=options.visibility_timeout_seconds,
             extra_environment=options.extra_environment,
+            **webhook,
         )
         stack.start()
         self.stack = stack
@@ -223,6 +251,15 @@ class LocalPipeline:
         )
         poller.start()
         self.stream_poller = poller
+
+    def _start_webhook_delivery(self) -> None:
+        stack = self.require_stack()
+        for target in stack.webhook_targets:
+            delivery = WebhookDelivery(
+                target, stack.client("sqs"), on_attempt=self.options.on_webhook
+            )
+            delivery.start()
+            self.webhook_deliveries.append(delivery)
 
     def wait_stream_idle(self, timeout: float) -> bool:
         """Wait until the stream poller has consumed the calls table's stream up to now

@@ -36,11 +36,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from call_enricher_tools.local.template import Resolver, Template
+from call_enricher_tools.local.webhook import WebhookTarget, authorization_headers
 
 LOOPBACK = "127.0.0.1"
 REGION = "eu-west-1"
@@ -54,6 +56,9 @@ FAKE_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",  # moto accepts any credentials
     "AWS_SESSION_TOKEN": "testing",
 }
+
+_DYNAMIC_REFERENCE = re.compile(r"\{\{resolve:secretsmanager:(.+?):SecretString:([^:}]+)[^}]*\}\}")
+"""A CloudFormation dynamic reference to a key of a Secrets Manager secret's JSON."""
 
 _QUEUE_ATTRIBUTES = (
     "VisibilityTimeout",
@@ -126,13 +131,19 @@ class LocalStack:
         extra_environment: Mapping[str, str] | None = None,
         template: Template | None = None,
         moto_process: bool = False,
+        webhook_url: str | None = None,
+        webhook_secret: Mapping[str, str] | None = None,
     ) -> None:
         """``sinch_credentials`` (a ``SinchCredentials``) are stored in the local secret;
         ``parameters`` override the template's parameter defaults (e.g.
         ``{"RecheckBaseDelaySeconds": "1"}``; an unknown name or a value the template's
         constraints refuse raises :class:`~call_enricher_tools.local.template.ParameterError`);
         ``port`` 0 picks a free port; ``moto_process`` runs moto in a child process
-        (:mod:`~call_enricher_tools.local.moto_process`: a second core for a heavy run)."""
+        (:mod:`~call_enricher_tools.local.moto_process`: a second core for a heavy run);
+        ``webhook_url`` turns the template's webhook delivery on (``WebhookEndpoint``, plain
+        HTTP on 127.0.0.1 allowed here), with ``webhook_secret`` stored as its secret
+        (``WebhookSecretArn``): :attr:`webhook_targets` are then what
+        :class:`~call_enricher_tools.local.webhook.WebhookDelivery` plays."""
         self.template = template or Template.load()
         self.template.check_parameters(parameters or {})  # a typo or bad value fails here
         self.stack_name = stack_name
@@ -155,6 +166,13 @@ class LocalStack:
         self.stream_trigger = self._resolve_stream_trigger()
         self.subscriber_queue_url = ""
         self.secret_arn = ""
+        self.webhook_secret = dict(webhook_secret or {})
+        if webhook_url is not None:
+            # set here, not checked: the template's pattern wants https://, the local
+            # receiver is plain HTTP on 127.0.0.1
+            self.parameters["WebhookEndpoint"] = webhook_url
+        self.webhook_targets: list[WebhookTarget] = []
+        self._api_destinations: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -476,12 +494,22 @@ class LocalStack:
         self._resolver = resolver
         self._create_secret(resolver)
         self._create_template_secrets(resolver)
+        self._create_webhook_secret(resolver)
         self._create_queues(resolver)
         self._create_tables(resolver)
         self._create_buses(resolver)
         self._create_archives(resolver)
+        self._create_api_destinations(resolver)
         self._create_rules(resolver)
         self._create_subscriber(resolver)
+
+    def _of_type(self, resolver: Resolver, resource_type: str) -> dict[str, dict[str, Any]]:
+        """The template's resources of a type that its Conditions create."""
+        return {
+            logical_id: spec
+            for logical_id, spec in self.template.of_type(resource_type).items()
+            if "Condition" not in spec or resolver.condition(spec["Condition"])
+        }
 
     def _create_secret(self, resolver: Resolver) -> None:
         credentials = self.sinch_credentials
@@ -503,16 +531,115 @@ class LocalStack:
         import secrets as random_secrets
 
         client = self.client("secretsmanager")
-        for logical_id in self.template.of_type("AWS::SecretsManager::Secret"):
+        for logical_id in self._of_type(resolver, "AWS::SecretsManager::Secret"):
             arn = client.create_secret(
                 Name=f"{self.stack_name}/{logical_id}",
                 SecretString=random_secrets.token_urlsafe(36),
             )["ARN"]
             resolver.refs[logical_id] = arn
 
+    def _create_webhook_secret(self, resolver: Resolver) -> None:
+        if not self.webhook_secret:
+            return
+        arn = self.client("secretsmanager").create_secret(
+            Name=f"{self.stack_name}/webhook",
+            Description="the local webhook receiver's credentials (local stack)",
+            SecretString=json.dumps(self.webhook_secret),
+        )["ARN"]
+        resolver.parameters["WebhookSecretArn"] = arn
+
+    def _dynamic_references(self, value: Any) -> Any:
+        """``{{resolve:secretsmanager:ID:SecretString:KEY}}`` replaced by the secret's value,
+        as CloudFormation resolves them when it creates the resource."""
+        if isinstance(value, dict):
+            return {k: self._dynamic_references(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._dynamic_references(v) for v in value]
+        if not isinstance(value, str):
+            return value
+
+        def resolve(match: re.Match[str]) -> str:
+            secret_id, key = match.group(1), match.group(2)
+            text = self.client("secretsmanager").get_secret_value(SecretId=secret_id)
+            return str(json.loads(text["SecretString"])[key])
+
+        return _DYNAMIC_REFERENCE.sub(resolve, value)
+
+    def _create_api_destinations(self, resolver: Resolver) -> None:
+        """Connections (their auth resolved from the secret) and API destinations."""
+        events = self.client("events")
+        connections: dict[str, dict[str, Any]] = {}
+        for logical_id, spec in self._of_type(resolver, "AWS::Events::Connection").items():
+            properties = self._dynamic_references(resolver.resolve(spec["Properties"]))
+            name = f"{self.stack_name}-{logical_id}"[:64]
+            arn = events.create_connection(
+                Name=name,
+                AuthorizationType=properties["AuthorizationType"],
+                AuthParameters=properties["AuthParameters"],
+            )["ConnectionArn"]
+            resolver.refs[logical_id] = name
+            resolver.attributes[(logical_id, "Arn")] = arn
+            connections[arn] = properties
+        for logical_id, spec in self._of_type(resolver, "AWS::Events::ApiDestination").items():
+            properties = resolver.resolve(spec["Properties"])
+            name = f"{self.stack_name}-{logical_id}"[:64]
+            connection = connections[properties["ConnectionArn"]]
+            arn = events.create_api_destination(
+                Name=name,
+                ConnectionArn=properties["ConnectionArn"],
+                InvocationEndpoint=properties["InvocationEndpoint"],
+                HttpMethod=properties["HttpMethod"],
+                InvocationRateLimitPerSecond=int(properties["InvocationRateLimitPerSecond"]),
+            )["ApiDestinationArn"]
+            resolver.refs[logical_id] = name
+            resolver.attributes[(logical_id, "Arn")] = arn
+            self._api_destinations[arn] = {
+                "endpoint": str(properties["InvocationEndpoint"]),
+                "method": str(properties["HttpMethod"]),
+                "rate": float(properties["InvocationRateLimitPerSecond"]),
+                "headers": authorization_headers(
+                    str(connection["AuthorizationType"]), connection["AuthParameters"]
+                ),
+            }
+
+    def _webhook_outbox(self, rule_name: str, rule_arn: str, target: dict[str, Any]) -> str:
+        """An API destination target becomes a local queue that WebhookDelivery drains."""
+        sqs = self.client("sqs")
+        name = f"{rule_name}-{target['Id']}-local-outbox"[-80:]
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        destination = self._api_destinations[target["Arn"]]
+        retry = target.get("RetryPolicy", {})
+        dead_letter = target.get("DeadLetterConfig", {}).get("Arn")
+        self.webhook_targets.append(
+            WebhookTarget(
+                rule_name=rule_name,
+                rule_arn=rule_arn,
+                target_arn=str(target["Arn"]),
+                endpoint=destination["endpoint"],
+                method=destination["method"],
+                rate_limit_per_second=destination["rate"],
+                headers=destination["headers"],
+                max_retry_attempts=int(retry.get("MaximumRetryAttempts", 185)),
+                max_event_age_seconds=float(retry.get("MaximumEventAgeInSeconds", 86400)),
+                outbox_url=url,
+                dead_letter_url=self._queue_url_of_arn(str(dead_letter)) if dead_letter else None,
+            )
+        )
+        return str(
+            sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+        )
+
+    def _queue_url_of_arn(self, arn: str) -> str:
+        for (logical_id, name), value in self.resolver.attributes.items():
+            if name == "Arn" and value == arn:
+                return self.ref(logical_id)
+        raise KeyError(f"no queue of the template has the ARN {arn}")
+
     def _create_queues(self, resolver: Resolver) -> None:
         sqs = self.client("sqs")
-        queues = self.template.of_type("AWS::SQS::Queue")
+        queues = self._of_type(resolver, "AWS::SQS::Queue")
         for logical_id, spec in queues.items():
             properties = resolver.resolve(
                 {k: v for k, v in spec.get("Properties", {}).items() if k != "RedrivePolicy"}
@@ -539,7 +666,7 @@ class LocalStack:
 
     def _create_tables(self, resolver: Resolver) -> None:
         dynamodb = self.client("dynamodb")
-        for logical_id, spec in self.template.of_type("AWS::DynamoDB::Table").items():
+        for logical_id, spec in self._of_type(resolver, "AWS::DynamoDB::Table").items():
             properties = resolver.resolve(spec["Properties"])
             name = str(properties.get("TableName") or f"{self.stack_name}-{logical_id}")
             arguments: dict[str, Any] = {
@@ -575,7 +702,7 @@ class LocalStack:
 
     def _create_buses(self, resolver: Resolver) -> None:
         events = self.client("events")
-        for logical_id, spec in self.template.of_type("AWS::Events::EventBus").items():
+        for logical_id, spec in self._of_type(resolver, "AWS::Events::EventBus").items():
             name = str(resolver.resolve(spec["Properties"]["Name"]))
             arn = events.create_event_bus(Name=name)["EventBusArn"]
             resolver.refs[logical_id] = name
@@ -584,7 +711,7 @@ class LocalStack:
 
     def _create_archives(self, resolver: Resolver) -> None:
         events = self.client("events")
-        for logical_id, spec in self.template.of_type("AWS::Events::Archive").items():
+        for logical_id, spec in self._of_type(resolver, "AWS::Events::Archive").items():
             properties = resolver.resolve(spec["Properties"])
             name = str(properties.get("ArchiveName") or f"{self.stack_name}-{logical_id}")[:48]
             arguments: dict[str, Any] = {
@@ -603,8 +730,14 @@ class LocalStack:
 
     def _create_rules(self, resolver: Resolver) -> None:
         events = self.client("events")
-        for logical_id, spec in self.template.of_type("AWS::Events::Rule").items():
-            properties = resolver.resolve(spec["Properties"])
+        for logical_id, spec in self._of_type(resolver, "AWS::Events::Rule").items():
+            # roles are not created locally (IAM is not enforced): a target's RoleArn goes
+            unresolved = dict(spec["Properties"])
+            unresolved["Targets"] = [
+                {k: v for k, v in target.items() if k != "RoleArn"}
+                for target in unresolved.get("Targets", [])
+            ]
+            properties = resolver.resolve(unresolved)
             name = str(properties.get("Name") or f"{self.stack_name}-{logical_id}")[:64]
             bus = str(properties.get("EventBusName", "default"))
             arn = events.put_rule(
@@ -616,7 +749,12 @@ class LocalStack:
             )["RuleArn"]
             resolver.refs[logical_id] = name
             resolver.attributes[(logical_id, "Arn")] = arn
-            targets = properties.get("Targets", [])
+            targets = [
+                {"Id": target["Id"], "Arn": self._webhook_outbox(name, arn, target)}
+                if target["Arn"] in self._api_destinations
+                else target
+                for target in properties.get("Targets", [])
+            ]
             if targets:
                 events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
 

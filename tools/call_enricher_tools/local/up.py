@@ -10,7 +10,9 @@ premium-rate-destination, high-rate]``; a ``Spend Threshold Crossed`` with its k
 and figures), and one line per message that moves to the dead-letter queue, with its call's
 last stored error (``lastError``). While it runs, ``call-enricher ops --local`` commands
 (``status``, ``dlq list``, ``dlq redrive``, ``replay``) work against it: its outputs and
-endpoint are recorded for them (:func:`call_enricher_tools.ops.write_local_state`). Ctrl-C
+endpoint are recorded for them (:func:`call_enricher_tools.ops.write_local_state`). With
+``--webhook``, the template's webhook delivery runs too, to a receiver on 127.0.0.1 that checks
+the API key: one ``[webhook]`` line per delivery (its HTTP status, attempts, or the DLQ). Ctrl-C
 (or SIGTERM) stops everything cleanly. A port that is taken is reported with the port and
 what to do.
 """
@@ -36,6 +38,7 @@ from call_enricher_tools.local.stack import (
     LocalStack,
     PortInUseError,
 )
+from call_enricher_tools.local.webhook import Attempt
 
 EXIT_OK = 0
 EXIT_START_FAILED = 6  # the CLI's "configuration problem" (a port taken, a bad parameter)
@@ -88,6 +91,8 @@ def run_local_up(
         )
 
     options.on_invocation = on_invocation
+    if options.webhook:
+        options.on_webhook = lambda attempt: say(describe_webhook_attempt(attempt))
     started = time.monotonic()
     pipeline = LocalPipeline(options)
     try:
@@ -198,6 +203,7 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f"  stream poller     calls table stream -> stream publisher, batch "
         f"{stack.require_stream_trigger().batch_size}, on-failure queue "
         f"{stack.publisher_failure_queue_url}",
+        *webhook_lines(pipeline),
         "",
         "Point your shell at it:",
         f"  export AWS_ENDPOINT_URL={stack.endpoint_url} AWS_REGION={REGION} "
@@ -222,6 +228,31 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
+
+
+def webhook_lines(pipeline: LocalPipeline) -> list[str]:
+    """The banner's webhook lines: where events go, which ones, and with which key."""
+    receiver = pipeline.webhook
+    stack = pipeline.require_stack()
+    if receiver is None or not stack.webhook_targets:
+        return []
+    parameters = stack.parameters
+    return [
+        f"  webhook           {receiver.url} (a local receiver; {receiver.credentials_text})",
+        f"    delivers {parameters['WebhookDetailTypes']} (Call Enriched when"
+        f" {parameters['WebhookStatuses']}), {parameters['WebhookRateLimitPerSecond']}/s;"
+        f" undeliverable -> {stack.outputs().get('WebhookDeadLetterQueueUrl')}",
+    ]
+
+
+def describe_webhook_attempt(attempt: Attempt) -> str:
+    """One console line per webhook delivery."""
+    tries = f" after {attempt.attempts} attempts" if attempt.attempts > 1 else ""
+    if attempt.dead_lettered:
+        return f"[webhook] {attempt.event_id}: NOT delivered{tries} ({attempt.error}); in the DLQ"
+    if attempt.status is not None and attempt.status < 300:
+        return f"[webhook] {attempt.event_id}: delivered, HTTP {attempt.status}{tries}"
+    return f"[webhook] {attempt.event_id}: not delivered yet ({attempt.error}), stopping"
 
 
 def _print_events(pipeline: LocalPipeline, say: Any, stop: threading.Event) -> None:
@@ -386,6 +417,7 @@ def cmd_local_up(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
         parameters=parameters,
         visibility_timeout_seconds=args.visibility_timeout,
         log_file=None if args.verbose else (args.log_file or fresh_log_file()),
+        webhook=args.webhook,
     )
     stop = threading.Event()
 
@@ -429,6 +461,12 @@ def add_local_up_parser(local_subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="no sandbox: call the real Sinch API with SINCH_APPLICATION_KEY and "
         "SINCH_APPLICATION_SECRET (region: -p SinchRegion=euc1, default global)",
+    )
+    up.add_argument(
+        "--webhook",
+        action="store_true",
+        help="deliver events to a local webhook receiver too, as the template's WebhookEndpoint "
+        "does (filters: -p WebhookDetailTypes=..., -p WebhookStatuses=...)",
     )
     logs = up.add_mutually_exclusive_group()
     logs.add_argument(
