@@ -226,10 +226,23 @@ def test_status_shows_the_queues_alarms_and_events(stack: LocalStack) -> None:
     assert "1 message(s)" in lines["dead-letter queue"]
     assert "dlq list --local" in lines["dead-letter queue"]
     assert "0 batch(es)" in lines["publisher failures"]
+    assert "off (no WebhookEndpoint)" in lines["webhook failures"]
     assert "none" in lines["alarms in ALARM"]
     assert "n/a" in lines["events published"]
     assert "n/a" in lines["oldest message"]
     assert stack.stack_name in out.splitlines()[0]
+
+
+def test_status_counts_the_events_the_webhook_could_not_deliver(stack: LocalStack) -> None:
+    # Given an event in the webhook's DLQ (the queue exists even with no webhook set)
+    send(stack, stack.outputs()["WebhookDeadLetterQueueUrl"], '{"detail": {"eventId": "x:v1"}}')
+    # When status is asked
+    code, out, err = run("ops", "status", "--endpoint-url", stack.endpoint_url)
+    # Then it is counted, with where to read what to do
+    assert code == ops.EXIT_OK, err
+    (line,) = [line for line in out.splitlines() if "webhook failures" in line]
+    assert "1 event(s) not delivered" in line
+    assert "runbook.md#webhookdeadletterqueuenotemptyalarm" in line
 
 
 # -- dlq list -------------------------------------------------------------------------------

@@ -562,6 +562,15 @@ def cmd_status(target: StackTarget, out: TextIO, err: TextIO, args: argparse.Nam
         hint = "   -> docs/runbook.md#publisherfailurequeuenotemptyalarm" if total else ""
         return f"{total} batch(es) given up on{hint}"
 
+    def webhook_failures() -> str:
+        with aws_call("SQS GetQueueAttributes (webhook dead-letter queue)"):
+            waiting, in_flight, _ = queue_counts(sqs, target.output("WebhookDeadLetterQueueUrl"))
+        total = waiting + in_flight
+        if not total and "WebhookRuleName" not in target.outputs:
+            return "off (no WebhookEndpoint)"
+        hint = "   -> docs/runbook.md#webhookdeadletterqueuenotemptyalarm" if total else ""
+        return f"{total} event(s) not delivered{hint}"
+
     def alarms() -> str:
         cloudwatch = target.client("cloudwatch")
         names: list[str] = []
@@ -599,6 +608,8 @@ def cmd_status(target: StackTarget, out: TextIO, err: TextIO, args: argparse.Nam
     figure("oldest message", oldest)
     figure("dead-letter queue", dead_letter_queue)
     figure("publisher failures", publisher_failures)
+    if "WebhookDeadLetterQueueUrl" in target.outputs:  # stacks deployed before it have none
+        figure("webhook failures", webhook_failures)
     figure("alarms in ALARM", alarms)
     figure("events published", published)
     print("\n".join(lines), file=out)
@@ -952,14 +963,22 @@ def select_rules(
 
 
 def cmd_replay(target: StackTarget, out: TextIO, err: TextIO, args: argparse.Namespace) -> int:
-    from call_enricher.events import DETAIL_TYPE_CALL_ENRICHED, DETAIL_TYPE_CALL_ENRICHMENT_FAILED
+    from call_enricher.events import (
+        DETAIL_TYPE_CALL_ENRICHED,
+        DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
+        DETAIL_TYPE_SPEND_THRESHOLD_CROSSED,
+    )
 
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     since = parse_time(args.since, now=now)
     until = min(parse_time(args.until, now=now), now) if args.until else now
     if since >= until:
         raise bad_input(f"--since ({since:%Y-%m-%d %H:%M:%S} UTC) must be before --until")
-    known = {DETAIL_TYPE_CALL_ENRICHED, DETAIL_TYPE_CALL_ENRICHMENT_FAILED}
+    known = {
+        DETAIL_TYPE_CALL_ENRICHED,
+        DETAIL_TYPE_CALL_ENRICHMENT_FAILED,
+        DETAIL_TYPE_SPEND_THRESHOLD_CROSSED,
+    }
     unknown = sorted(set(args.detail_type) - known)
     if unknown:
         raise bad_input(
