@@ -50,6 +50,7 @@ RETRIED_STATUSES = frozenset({401, 407, 409, 429})
 INVOCATION_TIMEOUT_SECONDS = 5.0
 """EventBridge gives an API destination endpoint 5 s to answer."""
 USER_AGENT = "Amazon/EventBridge/ApiDestinations"
+_HOLD_SECONDS = 43200  # SQS's longest visibility timeout
 WEBHOOK_PATH = "/events"
 
 
@@ -278,6 +279,8 @@ class WebhookDelivery:
                     QueueUrl=self.target.outbox_url,
                     MaxNumberOfMessages=10,
                     WaitTimeSeconds=1,
+                    # held while this thread retries (up to a day): never received twice
+                    VisibilityTimeout=_HOLD_SECONDS,
                     AttributeNames=["SentTimestamp"],
                 )
             except (BotoCoreError, ClientError):  # moto stopping under us: retry, or stop
@@ -292,10 +295,11 @@ class WebhookDelivery:
                 if self._stop.is_set():
                     return
                 sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
-                self.deliver(message["Body"], first_seen=sent or time.time())
-                self.sqs.delete_message(
-                    QueueUrl=self.target.outbox_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+                attempt = self.deliver(message["Body"], first_seen=sent or time.time())
+                if attempt.dead_lettered or (attempt.status or 0) // 100 == 2:
+                    self.sqs.delete_message(
+                        QueueUrl=self.target.outbox_url, ReceiptHandle=message["ReceiptHandle"]
+                    )  # else stopped mid-retry: the event stays in the outbox
 
     def deliver(self, body: str, *, first_seen: float) -> Attempt:
         """Deliver one event (its JSON text), retrying as EventBridge would."""
