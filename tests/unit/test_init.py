@@ -84,3 +84,15 @@ def test_tracing_as_deployed_never_imports_the_xray_sdk():
         "print('aws_xray_sdk' in sys.modules, type(observability.tracer).__name__)\n"
     )
     assert fresh_stdout(code) == "False _NoopTracer"
+
+
+def test_the_request_path_does_not_build_the_event_models():
+    # Given a fresh interpreter importing what the queue and API handlers build at INIT
+    code = (
+        "import sys\n"
+        "import call_enricher.runtime, call_enricher.service, call_enricher.storage\n"
+        "print('call_enricher.events' in sys.modules)\n"
+    )
+    # Then the event models (the stream publisher's: ~10 ms of pydantic classes) are not
+    # among them
+    assert fresh_stdout(code) == "False"

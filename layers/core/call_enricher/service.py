@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 from call_enricher import errors
 from call_enricher.enrichment import EnrichedCall, enrich
-from call_enricher.events import REASON_NOT_FINAL_IN_TIME
 from call_enricher.messages import EnrichmentRequest, parse_message_body
 from call_enricher.model import parse_call_record
 from call_enricher.settings import SQS_MAX_DELAY_SECONDS, Settings
@@ -295,7 +294,8 @@ class EnrichmentService:
             if enriched.status != FINAL and self._too_old(request):
                 limit = self.settings.recheck_max_age_seconds
                 error = errors.CallNotFinalError(f"the call was still ONGOING after {limit} s")
-                return self._fail(key, request, error, attempts, REASON_NOT_FINAL_IN_TIME)
+                reason = errors.FailureReason.NOT_FINAL_IN_TIME.value
+                return self._fail(key, request, error, attempts, reason)
             saved = self.store.save(
                 enriched, context=request.context, entry_path=request.entry_path
             )
