@@ -385,9 +385,11 @@ def test_analysis_loads_only_the_carrier_file_covering_the_number():
 
 
 @pytest.mark.parametrize("package", ["geodata", "carrierdata"])
-def test_text_tables_hold_every_entry_of_the_data_files(package):
+def test_text_tables_hold_every_entry_of_the_data_files(package, monkeypatch):
     # Given every data file of the package, executed as phonenumbers' own import would
     import phonenumbers
+
+    monkeypatch.setattr(phones, "_EXECUTE_AFTER_LOOKUPS", 10**9)  # the text path throughout
 
     directory = Path(phonenumbers.__file__).parent / package
     stems = sorted(p.stem for p in directory.glob("data*.py"))
@@ -443,3 +445,18 @@ def test_an_unexpected_line_makes_the_file_executed(tmp_path, monkeypatch):
     assert table["13"] == {"en": "B"}
     assert table._fallback is not None
     assert "15" not in table
+
+
+def test_a_table_looked_up_often_is_executed_once_and_answers_the_same():
+    # Given a geodata file read as text
+    expected = phones._exec_data("data0", "geodata")
+    keys = sorted(expected)
+    table = phones._TextTable("data0", "geodata")
+    # When it is looked up up to the threshold, it stays text (no module executed) ...
+    for key in keys[: phones._EXECUTE_AFTER_LOOKUPS]:
+        assert table[key] == expected[key]
+    assert table._fallback is None
+    # ... and past it, it is executed once and answers from the dict, the same
+    assert table[keys[-1]] == expected[keys[-1]]
+    assert table._fallback == expected
+    assert table.get("0") is None
