@@ -28,27 +28,12 @@ from call_enricher_tools import ops
 from call_enricher_tools.cli import main as cli_main
 from call_enricher_tools.local.runner import PipelineOptions
 from call_enricher_tools.local.up import run_local_up
+from tests.support.console import Console
 from tests.support.waiting import poll_until
 
 pytestmark = pytest.mark.slow
 
 OVERALL_TIMEOUT = 90.0
-
-
-class _Output(io.StringIO):
-    """A thread-safe text sink that can be waited on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            return super().write(text)
-
-    def text(self) -> str:
-        with self._lock:
-            return self.getvalue()
 
 
 wait_until = functools.partial(poll_until, timeout=OVERALL_TIMEOUT, interval=0.2)
@@ -78,7 +63,7 @@ def test_a_call_failing_into_the_dlq_is_explained_fixed_redriven_and_ends_final(
     # Given `local up` with MaxReceiveCount=2 (the DLQ after two deliveries)
     monkeypatch.setenv(ops.LOCAL_STATE_ENV, str(tmp_path / "local"))
     stack_name = f"drill-{uuid.uuid4().hex[:6]}"
-    out, err = _Output(), _Output()
+    out, err = Console(), Console()
     stop = threading.Event()
     options = PipelineOptions(
         api_port=0,

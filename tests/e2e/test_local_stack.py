@@ -33,6 +33,7 @@ from call_enricher_tools.local.streams import StreamPoller
 from call_enricher_tools.local.submit import cmd_submit, read_ids, validate_ids
 from call_enricher_tools.local.up import run_local_up
 from call_enricher_tools.sandbox import Sandbox
+from tests.support.console import Console
 from tests.support.fake_sinch import FakeSinch, Reply
 from tests.support.waiting import poll_until
 
@@ -379,25 +380,9 @@ def test_read_and_validate_ids() -> None:
 PHONE_LIKE = re.compile(r"\+?\d[\d ]{7,}\d")
 
 
-class _Output(io.StringIO):
-    """A thread-safe text sink that can be waited on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            return super().write(text)
-
-    def text(self) -> str:
-        with self._lock:
-            return self.getvalue()
-
-
 def test_make_demo_path_end_to_end(tmp_path: Path) -> None:
     # Given nothing running
-    out, err = _Output(), _Output()
+    out, err = Console(), Console()
     # When the demo runs (the same function `make demo` runs)
     log_file = tmp_path / "demo.log"
     code = run_demo(stdout=out, stderr=err, timeout_seconds=OVERALL_TIMEOUT, log_file=log_file)
@@ -432,7 +417,7 @@ def test_local_up_runs_until_stopped_and_shows_events(
     script = Path(sys.executable).parent / "call-enricher"
     monkeypatch.setattr(sys, "argv", [str(script), "local", "up"])
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    out, err = _Output(), _Output()
+    out, err = Console(), Console()
     stop = threading.Event()
     log_file = tmp_path / "handlers.log"
     options = PipelineOptions(

@@ -22,27 +22,12 @@ from call_enricher_tools.local import up
 from call_enricher_tools.local.runner import PipelineOptions
 from call_enricher_tools.local.submit import cmd_submit
 from call_enricher_tools.sandbox.records import make_call_id
+from tests.support.console import Console
 from tests.support.waiting import poll_until
 
 pytestmark = pytest.mark.slow
 
 wait_until = functools.partial(poll_until, timeout=60.0, interval=0.1)
-
-
-class _Output(io.StringIO):
-    """A console that threads print to."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            return super().write(text)
-
-    def text(self) -> str:
-        with self._lock:
-            return self.getvalue()
 
 
 def test_local_up_webhook_delivers_the_filtered_events_with_the_key(tmp_path: Path) -> None:
@@ -54,7 +39,7 @@ def test_local_up_webhook_delivers_the_filtered_events_with_the_key(tmp_path: Pa
         webhook=True,
         sandbox_options={"ongoing_seconds": 3600},  # the ONGOING call stays ONGOING
     )
-    out, err = _Output(), _Output()
+    out, err = Console(), Console()
     stop = threading.Event()
     result: list[int] = []
     thread = threading.Thread(

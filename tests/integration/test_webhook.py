@@ -44,9 +44,10 @@ CREDENTIALS = SinchCredentials(
 
 @contextmanager
 def webhook_stack(
-    receiver: WebhookReceiver, **parameters: str
+    receiver: WebhookReceiver, secret: dict[str, str] | None = None, **parameters: str
 ) -> Iterator[tuple[LocalStack, list[Attempt]]]:
-    """A local stack whose webhook is ``receiver``, and its delivery running."""
+    """A local stack whose webhook is ``receiver`` (its secret: the receiver's, or
+    ``secret``), and its delivery running."""
     attempts: list[Attempt] = []
     with (
         receiver,
@@ -56,7 +57,7 @@ def webhook_stack(
             stack_name=f"hook-{uuid.uuid4().hex[:8]}",
             parameters=parameters,
             webhook_url=receiver.url,
-            webhook_secret=receiver.secret,
+            webhook_secret=secret or receiver.secret,
         ) as stack,
     ):
         (target,) = stack.webhook_targets
@@ -114,20 +115,33 @@ def ids(envelopes: list[dict[str, Any]]) -> set[str]:
     return {str(e["detail"]["eventId"]) for e in envelopes}
 
 
+def publish_one_of_each(stack: LocalStack) -> list[dict[str, Any]]:
+    """A FINAL and an ONGOING Call Enriched, a failure and a spend alert, on the bus."""
+    envelopes = [
+        event("call-enriched", status="FINAL"),
+        event("call-enriched", status="ONGOING"),
+        event("call-enrichment-failed"),
+        event("spend-threshold-crossed"),
+    ]
+    publish(stack, *envelopes)
+    return envelopes
+
+
+def delivered_once(receiver: WebhookReceiver, expected: list[dict[str, Any]]) -> bool:
+    """Whether exactly these events reach the receiver, each once (nothing more comes)."""
+    assert poll_until(lambda: len(receiver.events()) >= len(expected), timeout=30)
+    assert not poll_until(lambda: len(receiver.events()) > len(expected), timeout=2)
+    return ids(receiver.events()) == ids(expected) and len(receiver.events()) == len(expected)
+
+
 def test_the_default_filters_deliver_final_records_and_failures_with_the_api_key() -> None:
     # Given the webhook on with the template's default filters
     receiver = WebhookReceiver()
     with webhook_stack(receiver) as (stack, attempts):
-        final = event("call-enriched", status="FINAL")
-        ongoing = event("call-enriched", status="ONGOING")
-        failed = event("call-enrichment-failed")
-        spend = event("spend-threshold-crossed")
         # When one event of each kind is published on the bus
-        publish(stack, final, ongoing, failed, spend)
+        final, _ongoing, failed, _spend = publish_one_of_each(stack)
         # Then the FINAL record and the failure are delivered, each once ...
-        assert poll_until(lambda: len(receiver.events()) >= 2, timeout=30)
-        assert not poll_until(lambda: len(receiver.events()) > 2, timeout=2)
-        assert ids(receiver.events()) == ids([final, failed])
+        assert delivered_once(receiver, [final, failed])
         # ... as EventBridge sends them: the whole event (envelope and detail), JSON, the
         # connection's key in its header (the receiver answers 401 without it)
         (delivered,) = [e for e in receiver.events() if e["detail-type"] == "Call Enriched"]
@@ -153,15 +167,9 @@ def test_the_filters_are_parameters() -> None:
         "WebhookStatuses": "FINAL,ONGOING",
     }
     with webhook_stack(receiver, **parameters) as (stack, _):
-        final = event("call-enriched", status="FINAL")
-        ongoing = event("call-enriched", status="ONGOING")
-        failed = event("call-enrichment-failed")
-        spend = event("spend-threshold-crossed")
-        publish(stack, final, ongoing, failed, spend)
+        final, ongoing, _failed, spend = publish_one_of_each(stack)
         # Then those three come, and the failure does not
-        assert poll_until(lambda: len(receiver.events()) >= 3, timeout=30)
-        assert not poll_until(lambda: len(receiver.events()) > 3, timeout=2)
-        assert ids(receiver.events()) == ids([final, ongoing, spend])
+        assert delivered_once(receiver, [final, ongoing, spend])
 
 
 def test_basic_auth_takes_the_user_name_and_password_from_the_secret() -> None:
@@ -237,27 +245,9 @@ def test_a_wrong_key_is_refused_and_retried_then_dead_lettered() -> None:
     # Given a connection whose key is not the one the endpoint expects (a rotated secret)
     receiver = WebhookReceiver()
     wrong = {"apiKey": "an-old-key"}
-    attempts: list[Attempt] = []
-    with (
-        receiver,
-        LocalStack(
-            sinch_credentials=CREDENTIALS,
-            sinch_base_url="http://127.0.0.1:1",
-            stack_name=f"hook-{uuid.uuid4().hex[:8]}",
-            parameters={"WebhookMaxRetryAttempts": "1"},
-            webhook_url=receiver.url,
-            webhook_secret=wrong,
-        ) as stack,
-    ):
-        (target,) = stack.webhook_targets
-        delivery = WebhookDelivery(
-            target, stack.client("sqs"), retry_base_seconds=0.01, on_attempt=attempts.append
-        ).start()
-        try:
-            publish(stack, event("call-enriched", status="FINAL"))
-            assert poll_until(lambda: attempts, timeout=30)
-        finally:
-            delivery.stop()
+    with webhook_stack(receiver, wrong, WebhookMaxRetryAttempts="1") as (stack, attempts):
+        publish(stack, event("call-enriched", status="FINAL"))
+        assert poll_until(lambda: attempts, timeout=30)
         # Then every request was refused (401, which EventBridge retries), and the event is
         # in the DLQ rather than lost
         assert {d.status for d in receiver.deliveries} == {401}

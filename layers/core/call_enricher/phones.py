@@ -37,7 +37,7 @@ import bisect
 import importlib.util
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache, lru_cache
@@ -286,16 +286,23 @@ def _exec_data(stem: str, package: str) -> dict[str, dict[str, str]]:
     return module.LOCALE_DATA if stem == "locale" else module.data  # type: ignore[no-any-return]
 
 
-def _load_data(stem: str, package: str = "geodata") -> dict[str, dict[str, str]]:
-    """``data`` of ``phonenumbers/<package>/<stem>.py``, executed once (the locale table)."""
+def _once(
+    stem: str, package: str, load: Callable[[str, str], Mapping[str, dict[str, str]]]
+) -> Mapping[str, dict[str, str]]:
+    """``load(stem, package)``, once per file (locked: thread pools share the tables)."""
     key = f"{package}/{stem}"
     found = _loaded.get(key)
     if found is None:
         with _LOAD_LOCK:
             found = _loaded.get(key)
             if found is None:
-                found = _loaded[key] = _exec_data(stem, package)
-    return cast(dict[str, dict[str, str]], found)
+                found = _loaded[key] = load(stem, package)
+    return found
+
+
+def _load_data(stem: str, package: str = "geodata") -> dict[str, dict[str, str]]:
+    """``data`` of ``phonenumbers/<package>/<stem>.py``, executed once (the locale table)."""
+    return cast(dict[str, dict[str, str]], _once(stem, package, _exec_data))
 
 
 _DATA_START: Final = "\ndata = {\n"
@@ -428,14 +435,7 @@ def _parse_entry(line: str, stem: str) -> dict[str, str]:
 
 
 def _table(stem: str, package: str) -> _TextTable:
-    key = f"{package}/{stem}"
-    found = _loaded.get(key)
-    if found is None:
-        with _LOAD_LOCK:
-            found = _loaded.get(key)
-            if found is None:
-                found = _loaded[key] = _TextTable(stem, package)
-    return cast(_TextTable, found)
+    return cast(_TextTable, _once(stem, package, _TextTable))
 
 
 class _LazyPrefixData(Mapping[str, dict[str, str]]):
