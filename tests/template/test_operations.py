@@ -235,7 +235,8 @@ def evaluate(expression: Any, parameters: Mapping[str, str]) -> Any:
         return all(evaluate(a, parameters) for a in argument)
     if function == "Fn::EachMemberIn":  # a CommaDelimitedList's members, each one allowed
         members, allowed = argument
-        return set(str(evaluate(members, parameters)).split(",")) <= set(allowed)
+        listed = str(evaluate(members, parameters)).split(",")
+        return {member.strip() for member in listed} <= set(allowed)  # CloudFormation trims
     raise AssertionError(f"unexpected rule function {function}")
 
 

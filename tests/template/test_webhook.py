@@ -50,13 +50,24 @@ def test_the_credentials_come_only_from_the_secret(template: Template) -> None:
     assert template.raw["Conditions"][condition] == {
         "Fn::Equals": [{"Ref": "WebhookAuthType"}, "API_KEY"]
     }
+
+    def reference(key: str) -> dict[str, Any]:
+        # the secret's key, at the version WebhookSecretVersionId names (a rotation) if any
+        version = {
+            "Fn::If": ["HasWebhookSecretVersion", {"Fn::Sub": "::${WebhookSecretVersionId}"}, ""]
+        }
+        return {"Fn::Sub": [SECRET_REFERENCE + key + "${Version}}}", {"Version": version}]}
+
     assert api_key["ApiKeyAuthParameters"] == {
         "ApiKeyName": {"Ref": "WebhookApiKeyHeader"},
-        "ApiKeyValue": {"Fn::Sub": SECRET_REFERENCE + "apiKey}}"},
+        "ApiKeyValue": reference("apiKey"),
     }
     assert basic["BasicAuthParameters"] == {
-        "Username": {"Fn::Sub": SECRET_REFERENCE + "username}}"},
-        "Password": {"Fn::Sub": SECRET_REFERENCE + "password}}"},
+        "Username": reference("username"),
+        "Password": reference("password"),
+    }
+    assert template.raw["Conditions"]["HasWebhookSecretVersion"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "WebhookSecretVersionId"}, ""]}]
     }
     assert template.parameters["WebhookAuthType"]["AllowedValues"] == ["API_KEY", "BASIC"]
     # and an endpoint without its secret is refused before anything is created
@@ -74,6 +85,8 @@ def test_the_credentials_come_only_from_the_secret(template: Template) -> None:
         ("http://hooks.example.com/call-enricher", False),
         ("https://", False),
         ("https://hooks.example.com/a b", False),
+        ("https://hooks.example.com/calls/{id}", False),  # EventBridge refuses the braces
+        ("https://hooks.example.com/calls/%7Bid%7D", True),
     ],
 )
 def test_the_endpoint_is_https(template: Template, value: str, ok: bool) -> None:
@@ -135,8 +148,8 @@ def test_the_filters_take_only_what_the_code_publishes(template: Template) -> No
     assert set(defaults) <= detail_types
     assert accepted(template, WebhookDetailTypes=",".join(sorted(detail_types)))
     assert accepted(template, WebhookStatuses="FINAL,ONGOING")
-    # a typo, or a space after a comma (CloudFormation keeps it), is refused
-    assert not accepted(template, WebhookDetailTypes="Call Enriched, Call Enrichment Failed")
+    # spaces around the commas are trimmed (as CloudFormation does); a typo is refused
+    assert accepted(template, WebhookDetailTypes="Call Enriched, Call Enrichment Failed")
     assert not accepted(template, WebhookDetailTypes="Call Enrichd")
     assert not accepted(template, WebhookStatuses="final")
 

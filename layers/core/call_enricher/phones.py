@@ -374,6 +374,7 @@ class _TextTable(Mapping[str, dict[str, str]]):
                 with _LOAD_LOCK:
                     if self._fallback is None:
                         self._fallback = _exec_data(self._stem, self._package)
+                        self._text = ""  # ~350 KB no longer needed
                 return self._fallback.get(key, default)
             try:
                 line = self._line(key)

@@ -26,7 +26,6 @@ the premium-rate call was flagged ``high`` and exactly one ``Spend Threshold Cro
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -110,7 +109,9 @@ def run_demo(
     so the console shows the demo's progress and tables only."""
     started = time.monotonic()
     if log_file is None:
-        log_file = Path(tempfile.gettempdir()) / "call-enricher-demo.log"
+        from call_enricher_tools.local.up import default_log_file
+
+        log_file = default_log_file("demo")
         log_file.unlink(missing_ok=True)
     invocations: list[Invocation] = []
     options = PipelineOptions(

@@ -253,6 +253,8 @@ class LocalPipeline:
         self.stream_poller = poller
 
     def _start_webhook_delivery(self) -> None:
+        if self.webhook is None:  # only to the local receiver: never to a URL given by -p
+            return
         stack = self.require_stack()
         for target in stack.webhook_targets:
             delivery = WebhookDelivery(

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from call_enricher_tools.local.template import Resolver, Template
+from call_enricher_tools.local.template import Resolver, Template, TemplateError
 from call_enricher_tools.local.webhook import WebhookTarget, authorization_headers
 
 LOOPBACK = "127.0.0.1"
@@ -563,7 +563,10 @@ class LocalStack:
             text = self.client("secretsmanager").get_secret_value(SecretId=secret_id)
             return str(json.loads(text["SecretString"])[key])
 
-        return _DYNAMIC_REFERENCE.sub(resolve, value)
+        resolved = _DYNAMIC_REFERENCE.sub(resolve, value)
+        if "{{resolve:" in resolved:  # e.g. WebhookSecretArn empty: never send the literal
+            raise TemplateError(f"cannot resolve the dynamic reference in {value!r}")
+        return resolved
 
     def _create_api_destinations(self, resolver: Resolver) -> None:
         """Connections (their auth resolved from the secret) and API destinations."""

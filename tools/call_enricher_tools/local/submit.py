@@ -144,8 +144,8 @@ def submit(
             else:
                 result.failed[call_id] = f"{error.reason}: {error.message}"
         _progress(progress, start + len(chunk), total, len(result.failed))
-    if progress is not None and total:
-        print(file=progress, flush=True)
+    if progress is not None and total and progress.isatty():
+        print(file=progress, flush=True)  # end the bar's line
     return result
 
 
@@ -158,7 +158,8 @@ def _progress(stream: TextIO | None, done: int, total: int, failed: int) -> None
     end = "" if stream.isatty() else "\n"
     if not stream.isatty() and done != total and (done == 0 or done % 100):
         return  # not a terminal: a line per 100 IDs and the last, not one per batch
-    print(f"\r[{bar}] {done}/{total}{tail}", end=end, file=stream, flush=True)
+    start = "\r" if stream.isatty() else ""
+    print(f"{start}[{bar}] {done}/{total}{tail}", end=end, file=stream, flush=True)
 
 
 def cmd_submit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:

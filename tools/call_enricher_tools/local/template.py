@@ -196,8 +196,8 @@ class Resolver:
             return self.pseudo[name]
         if name in self.parameters:
             spec = self.template.get("Parameters", {}).get(name, {})
-            if spec.get("Type") == "CommaDelimitedList":  # a list, split as CloudFormation does
-                return self.parameters[name].split(",")
+            if spec.get("Type") == "CommaDelimitedList":  # split and trimmed, as CloudFormation
+                return [member.strip() for member in self.parameters[name].split(",")]
             return self.parameters[name]
         if name in self.refs:
             return self.refs[name]

@@ -45,11 +45,11 @@ EXIT_START_FAILED = 6  # the CLI's "configuration problem" (a port taken, a bad 
 DLQ_WATCH_SECONDS = 1.0
 
 
-def default_log_file() -> Path:
-    """Where ``local up`` writes the handlers' own output unless told otherwise (one file
-    per user: the temporary directory is shared)."""
+def default_log_file(command: str = "local-up") -> Path:
+    """Where ``local up`` (or ``command``: the demo) writes the handlers' own output unless
+    told otherwise (one file per user: the temporary directory is shared)."""
     user = os.getuid() if hasattr(os, "getuid") else os.getpid()
-    return Path(tempfile.gettempdir()) / f"call-enricher-local-up-{user}.log"
+    return Path(tempfile.gettempdir()) / f"call-enricher-{command}-{user}.log"
 
 
 def fresh_log_file() -> Path:
@@ -221,7 +221,8 @@ def banner(pipeline: LocalPipeline, elapsed: float) -> str:
         f'-d \'{{"callIds": ["{sample}"]}}\'',
         f"  curl -s {pipeline.api_url}/calls/{sample}",
         f"  curl -s '{pipeline.api_url}/calls?day={day}'      (that call's UTC day)",
-        "  aws sqs receive-message --queue-url $CONSUMER_QUEUE_URL      (as a consumer would)",
+        "  aws --endpoint-url $AWS_ENDPOINT_URL sqs receive-message --queue-url"
+        " $CONSUMER_QUEUE_URL      (as a consumer would)",
         *risky_lines,
         "",
         logs,
@@ -337,7 +338,8 @@ def describe_event(envelope: Mapping[str, Any]) -> str:
         if flag:
             what += f" {flag}"
     else:
-        what = f"{detail.get('reason')}: {detail.get('message', '')}"[:120]
+        what = f"{detail.get('reason')}: {detail.get('message', '')}"
+        what = what if len(what) <= 120 else what[:119] + "…"
     return f"[event] {kind}: {call_id} {what} (entry {detail.get('entryPath') or '?'})"
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
 import secrets
 import threading
 import time
@@ -44,6 +45,8 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from call_enricher_tools.sinch_standin import Answerer, RecordedRequest, Reply, SinchStandIn
+
+logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = frozenset({401, 407, 409, 429})
 """Besides 5xx: the answers EventBridge retries for an API destination."""
@@ -246,7 +249,9 @@ class WebhookDelivery:
         self.delivered = 0
         self.dead_lettered = 0
         self._stop = threading.Event()
-        self._idle = threading.Event()
+        self._idle = threading.Condition()
+        self._receives_started = 0
+        self._empty_since = 0
         self._thread: threading.Thread | None = None
         self._next_send = 0.0
 
@@ -268,12 +273,17 @@ class WebhookDelivery:
         self.session.close()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until a receive found the outbox empty; False after ``timeout`` seconds."""
-        self._idle.clear()
-        return self._idle.wait(timeout)
+        """Wait until a receive that started after this call found the outbox empty; False
+        after ``timeout`` seconds."""
+        with self._idle:
+            wanted = self._receives_started
+            return self._idle.wait_for(lambda: self._empty_since > wanted, timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            with self._idle:
+                self._receives_started += 1
+                receive = self._receives_started
             try:
                 got = self.sqs.receive_message(
                     QueueUrl=self.target.outbox_url,
@@ -289,17 +299,41 @@ class WebhookDelivery:
                 continue
             messages = got.get("Messages", [])
             if not messages:
-                self._idle.set()
+                with self._idle:
+                    self._empty_since = receive
+                    self._idle.notify_all()
                 continue
-            for message in messages:
+            for index, message in enumerate(messages):
                 if self._stop.is_set():
+                    self._release(messages[index:])
                     return
-                sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
-                attempt = self.deliver(message["Body"], first_seen=sent or time.time())
-                if attempt.dead_lettered or (attempt.status or 0) // 100 == 2:
-                    self.sqs.delete_message(
-                        QueueUrl=self.target.outbox_url, ReceiptHandle=message["ReceiptHandle"]
-                    )  # else stopped mid-retry: the event stays in the outbox
+                try:
+                    self._handle(message)
+                except Exception:
+                    logger.exception("webhook delivery failed; the event goes back to the outbox")
+                    self._release([message])
+
+    def _handle(self, message: Mapping[str, Any]) -> None:
+        sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
+        attempt = self.deliver(message["Body"], first_seen=sent or time.time())
+        if attempt.dead_lettered or (attempt.status or 0) // 100 == 2:
+            self.sqs.delete_message(
+                QueueUrl=self.target.outbox_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+        else:  # stopped mid-retry: the event stays in the outbox, visible again
+            self._release([message])
+
+    def _release(self, messages: list[Mapping[str, Any]]) -> None:
+        """Make received, undelivered messages visible again (not held for 12 h)."""
+        for message in messages:
+            try:
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.target.outbox_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=0,
+                )
+            except (BotoCoreError, ClientError):  # moto already stopped: nothing to keep
+                logger.debug("could not release an outbox message", exc_info=True)
 
     def deliver(self, body: str, *, first_seen: float) -> Attempt:
         """Deliver one event (its JSON text), retrying as EventBridge would."""
@@ -343,6 +377,7 @@ class WebhookDelivery:
                 data=body.encode(),
                 headers=headers,
                 timeout=INVOCATION_TIMEOUT_SECONDS,
+                allow_redirects=False,  # EventBridge follows none: a 3xx is an answer
             )
         except requests.Timeout:
             return None, f"no answer within {INVOCATION_TIMEOUT_SECONDS:g} s"
