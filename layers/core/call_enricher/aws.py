@@ -143,6 +143,22 @@ def client_config(worker_threads: int | None = None) -> Config:
     )
 
 
+class LazyClient:
+    """An adapter's ``client`` attribute: the instance's own ``_client`` (a test's stand-in,
+    or one given to the constructor), else the process-wide :func:`client` of ``service``,
+    taken on first use and kept in ``_client``."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        if instance._client is None:
+            instance._client = client(self.service)
+        return instance._client
+
+
 def client(service: str) -> Any:
     """The process-wide client for ``service`` (``"dynamodb"``, ``"events"``, ...).
 

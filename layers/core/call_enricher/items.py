@@ -151,11 +151,7 @@ class FailureRecorder:
         self.table_name = table_name
         self._client = client
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws.client("dynamodb")
-        return self._client
+    client = aws.LazyClient("dynamodb")
 
     def record_unpublishable(self, call_id: str, version: int, failure: Failure) -> bool:
         """The publisher's write: version ``version``'s event can never be published.

@@ -157,11 +157,7 @@ class EventPublisher:
         self._sleep = sleep
         self._random = random
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws.client("events")
-        return self._client
+    client = aws.LazyClient("events")
 
     def publish(self, events: Sequence[OutgoingEvent]) -> dict[str, CallEnricherError | None]:
         """Publish ``events``; per key ``None`` when all its events were accepted, else the

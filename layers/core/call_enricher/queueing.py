@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from call_enricher import aws
 from call_enricher.errors import AwsUnavailableError, CallEnricherError, MalformedMessageError
 from call_enricher.messages import EnrichmentRequest
 
@@ -42,18 +43,10 @@ class EnrichmentQueue:
         self._sleep = sleep
         self._jitter = jitter
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from call_enricher import aws
-
-            self._client = aws.client("sqs")
-        return self._client
+    client = aws.LazyClient("sqs")
 
     def send(self, request: EnrichmentRequest, *, delay_seconds: int = 0) -> None:
         """Send one request (optionally delayed, at most 900 s). Raises AwsUnavailableError."""
-        from call_enricher import aws
-
         try:
             self.client.send_message(
                 QueueUrl=self.queue_url,
@@ -68,8 +61,6 @@ class EnrichmentQueue:
 
         A request that cannot be serialised (a context nested too deep) is never sent: its
         error is a permanent :class:`MalformedMessageError`; the others go on."""
-        from call_enricher import aws
-
         results: list[CallEnricherError | None] = [None] * len(requests)
         bodies: dict[int, str] = {}
         for index, request in enumerate(requests):

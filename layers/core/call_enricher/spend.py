@@ -57,6 +57,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 
+from call_enricher import aws
 from call_enricher.errors import AwsUnavailableError, CallEnricherError, ConfigurationError
 from call_enricher.risk import DEFAULT_POLICY, RiskPolicy, SpendLimits
 from call_enricher.state import FINAL, StoredCall
@@ -271,13 +272,7 @@ class SpendStore:
         self._client = client
         self._now = now
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from call_enricher import aws
-
-            self._client = aws.client("dynamodb")
-        return self._client
+    client = aws.LazyClient("dynamodb")
 
     def apply(self, marker: str, deltas: Sequence[SpendDelta]) -> bool:
         """Add ``deltas`` once for ``marker``: True when applied now, False when the marker
@@ -433,8 +428,6 @@ class SpendStore:
 
     @staticmethod
     def _error(exc: Exception, operation: str) -> CallEnricherError:
-        from call_enricher import aws
-
         return aws.translate_error(exc, operation)
 
 
@@ -477,8 +470,6 @@ class SecretNumberKey:
 
         with self._lock:
             if self._provider is None:
-                from call_enricher import aws
-
                 self._provider = SecretsProvider(
                     boto3_client=self._client or aws.client("secretsmanager")
                 )

@@ -177,11 +177,7 @@ class CallStore:
         self._sleep = sleep
         self._random = random
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws.client("dynamodb")
-        return self._client
+    client = aws.LazyClient("dynamodb")
 
     # -- reads ------------------------------------------------------------------------------
 
